@@ -52,7 +52,7 @@ pub struct SessionWindow {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct ScheduleConfig {
     /// IANA zone name, e.g. "Asia/Manila".
     pub timezone: String,

@@ -1,0 +1,128 @@
+//! Schema and forward migrations.
+//!
+//! `PRAGMA user_version` holds the number of migrations applied. Each
+//! migration runs in its own transaction together with the version bump, so
+//! a power cut leaves the database at one version or the next, never between.
+//! Migrations are append-only: never edit one that has shipped.
+
+use rusqlite::Connection;
+
+/// Marks the file as ours ("ATND"), so a foreign SQLite file is refused.
+pub const APPLICATION_ID: i64 = 0x4154_4E44;
+
+pub const MIGRATIONS: &[&str] = &[
+    // 1: roster cache, attendance records, outbox.
+    r#"
+    CREATE TABLE students (
+        student_number TEXT PRIMARY KEY,
+        full_name      TEXT NOT NULL DEFAULT '',
+        grade          TEXT NOT NULL DEFAULT '',
+        section        TEXT NOT NULL DEFAULT '',
+        guardian_phone TEXT,
+        active         INTEGER NOT NULL DEFAULT 1 CHECK (active IN (0, 1)),
+        updated_at     TEXT NOT NULL
+    ) STRICT;
+
+    CREATE TABLE attendance (
+        id             TEXT PRIMARY KEY,
+        student_number TEXT NOT NULL,
+        school_date    TEXT NOT NULL,
+        session        TEXT NOT NULL,
+        time_in        TEXT,
+        time_out       TEXT,
+        status         TEXT NOT NULL CHECK (status IN ('present', 'late', 'absent', 'excused')),
+        device_id      TEXT NOT NULL,
+        photo_path     TEXT,
+        clock_synced   INTEGER NOT NULL CHECK (clock_synced IN (0, 1)),
+        source         TEXT NOT NULL,
+        created_at     TEXT NOT NULL,
+        updated_at     TEXT NOT NULL,
+        synced_at      TEXT,
+        UNIQUE (student_number, school_date, session)
+    ) STRICT;
+    CREATE INDEX attendance_by_date ON attendance (school_date);
+
+    -- Filled in the same transaction as the attendance write; drained by sync.
+    CREATE TABLE outbox (
+        seq             INTEGER PRIMARY KEY AUTOINCREMENT,
+        topic           TEXT NOT NULL,
+        record_id       TEXT NOT NULL REFERENCES attendance (id),
+        payload         TEXT NOT NULL,
+        created_at      TEXT NOT NULL,
+        attempts        INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at TEXT,
+        last_error      TEXT
+    ) STRICT;
+    CREATE INDEX outbox_by_topic ON outbox (topic, seq);
+    "#,
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum SchemaError {
+    #[error("not an attendance database (application_id {found:#x})")]
+    ForeignDatabase { found: i64 },
+    #[error("database schema version {found} is newer than this program knows ({known}); refusing to downgrade")]
+    TooNew { found: i64, known: i64 },
+    #[error("migration {version}: {err}")]
+    Migration {
+        version: usize,
+        #[source]
+        err: rusqlite::Error,
+    },
+    #[error(transparent)]
+    Sqlite(#[from] rusqlite::Error),
+}
+
+/// Brings the schema up to date; returns the version now in place.
+pub fn migrate(conn: &mut Connection) -> Result<i64, SchemaError> {
+    let app_id: i64 = conn.query_row("PRAGMA application_id", [], |r| r.get(0))?;
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    let known = MIGRATIONS.len() as i64;
+    if app_id != APPLICATION_ID {
+        let empty: i64 = conn.query_row("SELECT count(*) FROM sqlite_schema", [], |r| r.get(0))?;
+        if app_id != 0 || empty != 0 {
+            return Err(SchemaError::ForeignDatabase { found: app_id });
+        }
+    }
+    if version > known {
+        return Err(SchemaError::TooNew { found: version, known });
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+        let v = i + 1;
+        let tx = conn.transaction().map_err(|err| SchemaError::Migration { version: v, err })?;
+        tx.execute_batch(sql)
+            .and_then(|_| tx.pragma_update(None, "application_id", APPLICATION_ID))
+            .and_then(|_| tx.pragma_update(None, "user_version", v as i64))
+            .and_then(|_| tx.commit())
+            .map_err(|err| SchemaError::Migration { version: v, err })?;
+    }
+    Ok(known)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrates_fresh_and_is_idempotent() {
+        let mut c = Connection::open_in_memory().unwrap();
+        assert_eq!(migrate(&mut c).unwrap(), MIGRATIONS.len() as i64);
+        assert_eq!(migrate(&mut c).unwrap(), MIGRATIONS.len() as i64);
+        let n: i64 = c
+            .query_row("SELECT count(*) FROM sqlite_schema WHERE type='table' AND name IN ('students','attendance','outbox')", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 3);
+    }
+
+    #[test]
+    fn refuses_foreign_and_newer_databases() {
+        let mut c = Connection::open_in_memory().unwrap();
+        c.execute_batch("CREATE TABLE other (x)").unwrap();
+        assert!(matches!(migrate(&mut c), Err(SchemaError::ForeignDatabase { .. })));
+
+        let mut c = Connection::open_in_memory().unwrap();
+        migrate(&mut c).unwrap();
+        c.pragma_update(None, "user_version", 999).unwrap();
+        assert!(matches!(migrate(&mut c), Err(SchemaError::TooNew { found: 999, .. })));
+    }
+}
