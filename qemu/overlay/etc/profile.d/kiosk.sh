@@ -1,0 +1,2 @@
+# Serial console: no pager, plain terminal.
+export SYSTEMD_PAGER= PAGER=cat
