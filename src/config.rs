@@ -107,18 +107,10 @@ impl Default for ScanConfig {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SourcesConfig {
     pub replay: ReplayConfig,
-}
-
-impl Default for SourcesConfig {
-    fn default() -> Self {
-        SourcesConfig {
-            replay: ReplayConfig::default(),
-        }
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -381,7 +373,10 @@ impl Config {
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
         if !id_ok {
-            return bad("device_id", "must be 1..=64 characters of letters, digits, '-', '_' or '.'");
+            return bad(
+                "device_id",
+                "must be 1..=64 characters of letters, digits, '-', '_' or '.'",
+            );
         }
         if !self.data_dir.is_absolute() {
             return bad("data_dir", "must be an absolute path");
@@ -393,10 +388,16 @@ impl Config {
             return bad("scan.queue_capacity", "must be between 1 and 10000");
         }
         if self.sources.replay.enabled && self.sources.replay.file.is_none() {
-            return bad("sources.replay.file", "is required when sources.replay.enabled is true");
+            return bad(
+                "sources.replay.file",
+                "is required when sources.replay.enabled is true",
+            );
         }
         if self.http.listen.parse::<SocketAddr>().is_err() {
-            return bad("http.listen", "must be an address:port such as 0.0.0.0:8080");
+            return bad(
+                "http.listen",
+                "must be an address:port such as 0.0.0.0:8080",
+            );
         }
         if !(1..=1024).contains(&self.http.max_connections) {
             return bad("http.max_connections", "must be between 1 and 1024");
@@ -405,16 +406,25 @@ impl Config {
             return bad("http.request_timeout_ms", "must be between 100 and 60000");
         }
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
-            return bad("log.level", "is not a valid filter (e.g. \"info\" or \"info,attendance=debug\")");
+            return bad(
+                "log.level",
+                "is not a valid filter (e.g. \"info\" or \"info,attendance=debug\")",
+            );
         }
         if !(100..=120_000).contains(&self.store.busy_timeout_ms) {
             return bad("store.busy_timeout_ms", "must be between 100 and 120000");
         }
         if !(1000..=120_000).contains(&self.lifecycle.shutdown_timeout_ms) {
-            return bad("lifecycle.shutdown_timeout_ms", "must be between 1000 and 120000");
+            return bad(
+                "lifecycle.shutdown_timeout_ms",
+                "must be between 1000 and 120000",
+            );
         }
         if !(1000..=600_000).contains(&self.lifecycle.liveness_timeout_ms) {
-            return bad("lifecycle.liveness_timeout_ms", "must be between 1000 and 600000");
+            return bad(
+                "lifecycle.liveness_timeout_ms",
+                "must be between 1000 and 600000",
+            );
         }
         Schedule::from_config(&self.schedule, "schedule").map_err(|e| (e.key, e.message))
     }
@@ -556,7 +566,10 @@ impl Secrets {
             })?;
             self.qr_keys
                 .insert(key_id, key)
-                .map_err(|message| ConfigError::Secret { file: path, message })?;
+                .map_err(|message| ConfigError::Secret {
+                    file: path,
+                    message,
+                })?;
         }
         Ok(())
     }
@@ -594,7 +607,11 @@ mod tests {
     fn layers_merge_device_over_system() {
         let dir = tempfile::tempdir().unwrap();
         let p = paths(dir.path());
-        fs::write(&p.system, r#"{"device_id":"gate-a","scan":{"cooldown_seconds":60}}"#).unwrap();
+        fs::write(
+            &p.system,
+            r#"{"device_id":"gate-a","scan":{"cooldown_seconds":60}}"#,
+        )
+        .unwrap();
         fs::write(&p.device, r#"{"scan":{"accept_unsigned":false}}"#).unwrap();
         let c = load(&p, Some(Path::new("/tmp/x"))).unwrap().config;
         assert_eq!(c.device_id, "gate-a");
@@ -610,11 +627,17 @@ mod tests {
         let p = paths(dir.path());
         fs::write(&p.device, r#"{"scan":{"cooldown_seconds":"five"}}"#).unwrap();
         let e = load(&p, None).unwrap_err().to_string();
-        assert!(e.contains("device.json") && e.contains("scan.cooldown_seconds"), "{e}");
+        assert!(
+            e.contains("device.json") && e.contains("scan.cooldown_seconds"),
+            "{e}"
+        );
 
         fs::write(&p.device, r#"{"scan":{"coldown_seconds":5}}"#).unwrap();
         let e = load(&p, None).unwrap_err().to_string();
-        assert!(e.contains("device.json") && e.contains("coldown_seconds"), "{e}");
+        assert!(
+            e.contains("device.json") && e.contains("coldown_seconds"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -624,12 +647,18 @@ mod tests {
         fs::write(&p.system, r#"{"http":{"listen":"nonsense"}}"#).unwrap();
         fs::write(&p.device, r#"{"device_id":"ok"}"#).unwrap();
         let e = load(&p, None).unwrap_err().to_string();
-        assert!(e.contains("system.json") && e.contains("http.listen"), "{e}");
+        assert!(
+            e.contains("system.json") && e.contains("http.listen"),
+            "{e}"
+        );
 
         fs::write(&p.device, r#"{"schedule":{"timezone":"Nowhere/Land"}}"#).unwrap();
         fs::write(&p.system, "{}").unwrap();
         let e = load(&p, None).unwrap_err().to_string();
-        assert!(e.contains("device.json") && e.contains("schedule.timezone"), "{e}");
+        assert!(
+            e.contains("device.json") && e.contains("schedule.timezone"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -641,12 +670,21 @@ mod tests {
         assert!(matches!(e, ConfigError::Syntax { .. }));
         assert!(e.to_string().contains("device.json"));
         fs::write(&p.device, "[1]").unwrap();
-        assert!(load(&p, None).unwrap_err().to_string().contains("JSON object"));
+        assert!(
+            load(&p, None)
+                .unwrap_err()
+                .to_string()
+                .contains("JSON object")
+        );
         fs::write(&p.device, [0xff, 0xfe]).unwrap();
-        assert!(matches!(load(&p, None).unwrap_err(), ConfigError::Syntax { .. }));
+        assert!(matches!(
+            load(&p, None).unwrap_err(),
+            ConfigError::Syntax { .. }
+        ));
     }
 
     #[test]
+    #[allow(clippy::field_reassign_with_default)]
     fn validation_rules() {
         let mut c = Config::default();
         c.device_id = "has space".into();
@@ -668,7 +706,11 @@ mod tests {
         let s = dir.path().join("secrets");
         fs::create_dir_all(s.join("qr-keys")).unwrap();
         let key = s.join("qr-keys/k1.key");
-        fs::write(&key, "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f\n").unwrap();
+        fs::write(
+            &key,
+            "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f\n",
+        )
+        .unwrap();
         fs::set_permissions(&key, fs::Permissions::from_mode(0o644)).unwrap();
         let e = Secrets::load(&s).unwrap_err().to_string();
         assert!(e.contains("k1.key") && e.contains("chmod 600"), "{e}");
@@ -682,7 +724,17 @@ mod tests {
         assert!(!format!("{loaded:?}").contains("top-secret"));
 
         fs::write(&key, "not a key!").unwrap();
-        assert!(Secrets::load(&s).unwrap_err().to_string().contains("hex or base64"));
-        assert!(Secrets::load(&dir.path().join("none")).unwrap().names().is_empty());
+        assert!(
+            Secrets::load(&s)
+                .unwrap_err()
+                .to_string()
+                .contains("hex or base64")
+        );
+        assert!(
+            Secrets::load(&dir.path().join("none"))
+                .unwrap()
+                .names()
+                .is_empty()
+        );
     }
 }

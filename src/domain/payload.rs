@@ -114,7 +114,10 @@ impl Keyring {
             ));
         }
         if key.len() < 16 {
-            return Err(format!("key {key_id:?} is {} bytes; at least 16 are required", key.len()));
+            return Err(format!(
+                "key {key_id:?} is {} bytes; at least 16 are required",
+                key.len()
+            ));
         }
         self.keys.insert(key_id.to_string(), key);
         Ok(())
@@ -136,7 +139,9 @@ impl Keyring {
 fn valid_key_id(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= KEY_ID_MAX_LEN
-        && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -227,7 +232,8 @@ fn parse_signed(whole: &str, rest: &str, keyring: &Keyring) -> Result<Card, Payl
     let mut mac = Hmac::<Sha256>::new_from_slice(key).map_err(|_| PayloadError::BadSignature)?;
     mac.update(signed_part.as_bytes());
     // verify_slice compares in constant time and rejects truncated tags.
-    mac.verify_slice(&sig).map_err(|_| PayloadError::BadSignature)?;
+    mac.verify_slice(&sig)
+        .map_err(|_| PayloadError::BadSignature)?;
     Ok(Card {
         student_number,
         format: CardFormat::Signed,
@@ -251,12 +257,17 @@ pub fn sign(key_id: &str, key: &[u8], student: &StudentNumber) -> Result<String,
 mod tests {
     use super::*;
 
-    const OPEN: PayloadPolicy = PayloadPolicy { accept_unsigned: true };
-    const SIGNED_ONLY: PayloadPolicy = PayloadPolicy { accept_unsigned: false };
+    const OPEN: PayloadPolicy = PayloadPolicy {
+        accept_unsigned: true,
+    };
+    const SIGNED_ONLY: PayloadPolicy = PayloadPolicy {
+        accept_unsigned: false,
+    };
 
     fn keyring() -> Keyring {
         let mut k = Keyring::new();
-        k.insert("k1", b"0123456789abcdef0123456789abcdef".to_vec()).unwrap();
+        k.insert("k1", b"0123456789abcdef0123456789abcdef".to_vec())
+            .unwrap();
         k
     }
 
@@ -317,13 +328,22 @@ mod tests {
         let good = sign("k1", b"0123456789abcdef0123456789abcdef", &sn("2024-0007")).unwrap();
         // Another student number under the same signature.
         let forged = good.replace("2024-0007", "2024-0008");
-        assert_eq!(parse(forged.as_bytes(), &kr, OPEN), Err(PayloadError::BadSignature));
+        assert_eq!(
+            parse(forged.as_bytes(), &kr, OPEN),
+            Err(PayloadError::BadSignature)
+        );
         // Truncated signature.
         let truncated = &good[..good.len() - 3]; // 40 base64 characters: 30 valid bytes
-        assert_eq!(parse(truncated.as_bytes(), &kr, OPEN), Err(PayloadError::BadSignature));
+        assert_eq!(
+            parse(truncated.as_bytes(), &kr, OPEN),
+            Err(PayloadError::BadSignature)
+        );
         // Signed with a different key under a known id.
         let other = sign("k1", b"ffffffffffffffffffffffffffffffff", &sn("2024-0007")).unwrap();
-        assert_eq!(parse(other.as_bytes(), &kr, OPEN), Err(PayloadError::BadSignature));
+        assert_eq!(
+            parse(other.as_bytes(), &kr, OPEN),
+            Err(PayloadError::BadSignature)
+        );
         // Unknown key id.
         let unknown = sign("k9", b"0123456789abcdef0123456789abcdef", &sn("1")).unwrap();
         assert_eq!(
@@ -362,9 +382,14 @@ mod tests {
         let long = vec![b'1'; MAX_PAYLOAD_BYTES + 1];
         assert_eq!(
             parse(&long, &kr, OPEN),
-            Err(PayloadError::TooLong { len: MAX_PAYLOAD_BYTES + 1 })
+            Err(PayloadError::TooLong {
+                len: MAX_PAYLOAD_BYTES + 1
+            })
         );
-        assert_eq!(parse(&[0xff, 0xfe, 0x00], &kr, OPEN), Err(PayloadError::NotUtf8));
+        assert_eq!(
+            parse(&[0xff, 0xfe, 0x00], &kr, OPEN),
+            Err(PayloadError::NotUtf8)
+        );
         let deep = "[".repeat(400);
         assert!(parse(format!("{{\"a\":{deep}").as_bytes(), &kr, OPEN).is_err());
         assert!(parse("ATT1:::".as_bytes(), &kr, OPEN).is_err());
@@ -377,7 +402,8 @@ mod tests {
         let mut k = Keyring::new();
         assert!(k.insert("k1", b"short".to_vec()).is_err());
         assert!(k.insert("bad id", vec![0; 32]).is_err());
-        k.insert("k2", b"super-secret-key-material".to_vec()).unwrap();
+        k.insert("k2", b"super-secret-key-material".to_vec())
+            .unwrap();
         let dbg = format!("{k:?}");
         assert!(dbg.contains("k2") && !dbg.contains("super-secret"));
     }

@@ -19,7 +19,9 @@ pub enum StudentNumberError {
     Empty,
     #[error("student number is {len} characters long, the limit is {STUDENT_NUMBER_MAX_LEN}")]
     TooLong { len: usize },
-    #[error("student number contains {found:?}; only letters, digits, '.', '_' and '-' are allowed")]
+    #[error(
+        "student number contains {found:?}; only letters, digits, '.', '_' and '-' are allowed"
+    )]
     InvalidChar { found: char },
 }
 
@@ -105,7 +107,10 @@ mod tests {
 
     #[test]
     fn student_numbers_are_trimmed_and_checked() {
-        assert_eq!(StudentNumber::parse(" 2024-0001\r\n").unwrap().as_str(), "2024-0001");
+        assert_eq!(
+            StudentNumber::parse(" 2024-0001\r\n").unwrap().as_str(),
+            "2024-0001"
+        );
         assert_eq!(StudentNumber::parse("  "), Err(StudentNumberError::Empty));
         assert_eq!(
             StudentNumber::parse("a b"),

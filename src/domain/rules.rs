@@ -51,7 +51,10 @@ pub enum RejectReason {
     #[error("the login window of {session} is closed")]
     LoginWindowClosed { session: String },
     #[error("already logged in for {session}; logout opens at {}", .logout_opens.format("%H:%M"))]
-    AlreadyLoggedIn { session: String, logout_opens: NaiveTime },
+    AlreadyLoggedIn {
+        session: String,
+        logout_opens: NaiveTime,
+    },
     #[error("already logged out for {session}")]
     AlreadyLoggedOut { session: String },
     #[error("the kiosk is not accepting scans: {0}")]
@@ -100,10 +103,18 @@ impl ExistingRecord {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
     /// Create a new record (or fill an empty one set by the school) with a login.
-    Login { slot: Slot, status: AttendanceStatus },
+    Login {
+        slot: Slot,
+        status: AttendanceStatus,
+    },
     /// Set time out on the existing record, or create one with only a time out.
-    Logout { slot: Slot, status: AttendanceStatus },
-    Duplicate { kind: ScanKind },
+    Logout {
+        slot: Slot,
+        status: AttendanceStatus,
+    },
+    Duplicate {
+        kind: ScanKind,
+    },
     Reject(RejectReason),
 }
 
@@ -117,8 +128,12 @@ pub fn decide(
     cooldown: chrono::Duration,
 ) -> Decision {
     match roster {
-        RosterEntry::Unknown => return Decision::Reject(RejectReason::UnknownStudent(student.into())),
-        RosterEntry::Inactive => return Decision::Reject(RejectReason::InactiveStudent(student.into())),
+        RosterEntry::Unknown => {
+            return Decision::Reject(RejectReason::UnknownStudent(student.into()));
+        }
+        RosterEntry::Inactive => {
+            return Decision::Reject(RejectReason::InactiveStudent(student.into()));
+        }
         RosterEntry::Active => {}
     }
     let slot = match placement {
@@ -139,19 +154,30 @@ pub fn decide(
     let existing = existing.filter(|r| r.time_in.is_some() || r.time_out.is_some());
     match existing {
         None if slot.in_login_window => {
-            let status = if slot.late { AttendanceStatus::Late } else { AttendanceStatus::Present };
+            let status = if slot.late {
+                AttendanceStatus::Late
+            } else {
+                AttendanceStatus::Present
+            };
             Decision::Login { slot, status }
         }
         None if slot.in_logout_window => Decision::Logout {
             slot,
             status: AttendanceStatus::Late,
         },
-        None => Decision::Reject(RejectReason::LoginWindowClosed { session: slot.session }),
+        None => Decision::Reject(RejectReason::LoginWindowClosed {
+            session: slot.session,
+        }),
         Some(rec) if rec.time_out.is_none() => {
             if slot.in_logout_window {
-                Decision::Logout { slot, status: rec.status }
+                Decision::Logout {
+                    slot,
+                    status: rec.status,
+                }
             } else if within_cooldown(rec) {
-                Decision::Duplicate { kind: ScanKind::Login }
+                Decision::Duplicate {
+                    kind: ScanKind::Login,
+                }
             } else {
                 Decision::Reject(RejectReason::AlreadyLoggedIn {
                     session: slot.session,
@@ -161,9 +187,13 @@ pub fn decide(
         }
         Some(rec) => {
             if within_cooldown(rec) {
-                Decision::Duplicate { kind: ScanKind::Logout }
+                Decision::Duplicate {
+                    kind: ScanKind::Logout,
+                }
             } else {
-                Decision::Reject(RejectReason::AlreadyLoggedOut { session: slot.session })
+                Decision::Reject(RejectReason::AlreadyLoggedOut {
+                    session: slot.session,
+                })
             }
         }
     }
@@ -210,24 +240,55 @@ mod tests {
 
     #[test]
     fn first_scan_in_login_window_is_present_or_late() {
-        assert!(matches!(run(at(6, 55, 0), None), Decision::Login { status: AttendanceStatus::Present, .. }));
-        assert!(matches!(run(at(7, 15, 0), None), Decision::Login { status: AttendanceStatus::Present, .. }));
-        assert!(matches!(run(at(7, 15, 1), None), Decision::Login { status: AttendanceStatus::Late, .. }));
-        assert!(matches!(run(at(7, 30, 0), None), Decision::Login { status: AttendanceStatus::Late, .. }));
+        assert!(matches!(
+            run(at(6, 55, 0), None),
+            Decision::Login {
+                status: AttendanceStatus::Present,
+                ..
+            }
+        ));
+        assert!(matches!(
+            run(at(7, 15, 0), None),
+            Decision::Login {
+                status: AttendanceStatus::Present,
+                ..
+            }
+        ));
+        assert!(matches!(
+            run(at(7, 15, 1), None),
+            Decision::Login {
+                status: AttendanceStatus::Late,
+                ..
+            }
+        ));
+        assert!(matches!(
+            run(at(7, 30, 0), None),
+            Decision::Login {
+                status: AttendanceStatus::Late,
+                ..
+            }
+        ));
     }
 
     #[test]
     fn after_login_window_without_login_is_rejected() {
         assert_eq!(
             run(at(9, 0, 0), None),
-            Decision::Reject(RejectReason::LoginWindowClosed { session: "morning".into() })
+            Decision::Reject(RejectReason::LoginWindowClosed {
+                session: "morning".into()
+            })
         );
     }
 
     #[test]
     fn repeat_within_cooldown_is_duplicate_then_rejected() {
         let r = rec(Some(at(7, 0, 0)), None);
-        assert_eq!(run(at(7, 4, 59), Some(&r)), Decision::Duplicate { kind: ScanKind::Login });
+        assert_eq!(
+            run(at(7, 4, 59), Some(&r)),
+            Decision::Duplicate {
+                kind: ScanKind::Login
+            }
+        );
         assert!(matches!(
             run(at(7, 5, 0), Some(&r)),
             Decision::Reject(RejectReason::AlreadyLoggedIn { .. })
@@ -238,7 +299,10 @@ mod tests {
     fn logout_switch_is_allowed_within_cooldown() {
         // Logged in at 11:29 (an adjusted record), logout window opens 11:30.
         let r = rec(Some(at(11, 29, 0)), None);
-        assert!(matches!(run(at(11, 30, 0), Some(&r)), Decision::Logout { .. }));
+        assert!(matches!(
+            run(at(11, 30, 0), Some(&r)),
+            Decision::Logout { .. }
+        ));
     }
 
     #[test]
@@ -247,14 +311,22 @@ mod tests {
         r.status = AttendanceStatus::Late;
         assert!(matches!(
             run(at(11, 45, 0), Some(&r)),
-            Decision::Logout { status: AttendanceStatus::Late, .. }
+            Decision::Logout {
+                status: AttendanceStatus::Late,
+                ..
+            }
         ));
     }
 
     #[test]
     fn after_logout() {
         let r = rec(Some(at(7, 0, 0)), Some(at(11, 40, 0)));
-        assert_eq!(run(at(11, 41, 0), Some(&r)), Decision::Duplicate { kind: ScanKind::Logout });
+        assert_eq!(
+            run(at(11, 41, 0), Some(&r)),
+            Decision::Duplicate {
+                kind: ScanKind::Logout
+            }
+        );
         assert!(matches!(
             run(at(11, 50, 0), Some(&r)),
             Decision::Reject(RejectReason::AlreadyLoggedOut { .. })
@@ -265,7 +337,10 @@ mod tests {
     fn logout_without_login_is_recorded_late() {
         assert!(matches!(
             run(at(11, 45, 0), None),
-            Decision::Logout { status: AttendanceStatus::Late, .. }
+            Decision::Logout {
+                status: AttendanceStatus::Late,
+                ..
+            }
         ));
     }
 
@@ -273,7 +348,13 @@ mod tests {
     fn school_set_record_behaves_as_none() {
         let mut r = rec(None, None);
         r.status = AttendanceStatus::Absent;
-        assert!(matches!(run(at(7, 0, 0), Some(&r)), Decision::Login { status: AttendanceStatus::Present, .. }));
+        assert!(matches!(
+            run(at(7, 0, 0), Some(&r)),
+            Decision::Login {
+                status: AttendanceStatus::Present,
+                ..
+            }
+        ));
     }
 
     #[test]
@@ -281,18 +362,45 @@ mod tests {
         // A record in the "future" (clock stepped back by NTP) never counts as
         // within the cooldown.
         let r = rec(Some(at(7, 10, 0)), None);
-        assert!(matches!(run(at(7, 5, 0), Some(&r)), Decision::Reject(RejectReason::AlreadyLoggedIn { .. })));
+        assert!(matches!(
+            run(at(7, 5, 0), Some(&r)),
+            Decision::Reject(RejectReason::AlreadyLoggedIn { .. })
+        ));
     }
 
     #[test]
     fn unknown_inactive_and_outside() {
         let now = at(7, 0, 0);
-        let d = |roster| decide(sched().place(now), roster, "S9", None, now, chrono::Duration::minutes(5));
-        assert_eq!(d(RosterEntry::Unknown), Decision::Reject(RejectReason::UnknownStudent("S9".into())));
-        assert_eq!(d(RosterEntry::Inactive), Decision::Reject(RejectReason::InactiveStudent("S9".into())));
-        assert!(matches!(run(at(5, 0, 0), None), Decision::Reject(RejectReason::OutsideSessions { .. })));
-        let sunday = chrono_tz::Asia::Manila.with_ymd_and_hms(2026, 11, 22, 7, 0, 0).unwrap().with_timezone(&Utc);
-        assert!(matches!(run(sunday, None), Decision::Reject(RejectReason::NotSchoolDay(_))));
+        let d = |roster| {
+            decide(
+                sched().place(now),
+                roster,
+                "S9",
+                None,
+                now,
+                chrono::Duration::minutes(5),
+            )
+        };
+        assert_eq!(
+            d(RosterEntry::Unknown),
+            Decision::Reject(RejectReason::UnknownStudent("S9".into()))
+        );
+        assert_eq!(
+            d(RosterEntry::Inactive),
+            Decision::Reject(RejectReason::InactiveStudent("S9".into()))
+        );
+        assert!(matches!(
+            run(at(5, 0, 0), None),
+            Decision::Reject(RejectReason::OutsideSessions { .. })
+        ));
+        let sunday = chrono_tz::Asia::Manila
+            .with_ymd_and_hms(2026, 11, 22, 7, 0, 0)
+            .unwrap()
+            .with_timezone(&Utc);
+        assert!(matches!(
+            run(sunday, None),
+            Decision::Reject(RejectReason::NotSchoolDay(_))
+        ));
     }
 
     #[test]
@@ -301,7 +409,10 @@ mod tests {
             session: "morning".into(),
             logout_opens: NaiveTime::from_hms_opt(11, 30, 0).unwrap(),
         };
-        assert_eq!(r.to_string(), "already logged in for morning; logout opens at 11:30");
+        assert_eq!(
+            r.to_string(),
+            "already logged in for morning; logout opens at 11:30"
+        );
         assert_eq!(r.code(), "already_logged_in");
         let o = RejectReason::OutsideSessions { next_opens: None };
         assert_eq!(o.to_string(), "outside the session windows");

@@ -65,7 +65,9 @@ impl Default for ScheduleConfig {
     fn default() -> Self {
         ScheduleConfig {
             timezone: "Asia/Manila".into(),
-            school_days: ["mon", "tue", "wed", "thu", "fri"].map(String::from).to_vec(),
+            school_days: ["mon", "tue", "wed", "thu", "fri"]
+                .map(String::from)
+                .to_vec(),
             sessions: vec![
                 SessionWindow {
                     name: "morning".into(),
@@ -140,14 +142,20 @@ impl Schedule {
         let mut school_days = Vec::new();
         for (i, d) in cfg.school_days.iter().enumerate() {
             let day = parse_weekday(d).ok_or_else(|| {
-                err(format!("{prefix}.school_days[{i}]"), format!("{d:?} is not a weekday"))
+                err(
+                    format!("{prefix}.school_days[{i}]"),
+                    format!("{d:?} is not a weekday"),
+                )
             })?;
             if !school_days.contains(&day) {
                 school_days.push(day);
             }
         }
         if cfg.sessions.is_empty() {
-            return Err(err(format!("{prefix}.sessions"), "at least one session is required"));
+            return Err(err(
+                format!("{prefix}.sessions"),
+                "at least one session is required",
+            ));
         }
         let mut prev_close: Option<(usize, NaiveTime)> = None;
         for (i, s) in cfg.sessions.iter().enumerate() {
@@ -156,7 +164,10 @@ impl Schedule {
                 return Err(err(format!("{key}.name"), "must be 1..=32 characters"));
             }
             if cfg.sessions[..i].iter().any(|o| o.name == s.name) {
-                return Err(err(format!("{key}.name"), format!("duplicate session name {:?}", s.name)));
+                return Err(err(
+                    format!("{key}.name"),
+                    format!("duplicate session name {:?}", s.name),
+                ));
             }
             let ordered = [
                 ("login_open", s.login_open),
@@ -168,7 +179,10 @@ impl Schedule {
                 if pair[0].1 >= pair[1].1 {
                     return Err(err(
                         format!("{key}.{}", pair[1].0),
-                        format!("must be later than {} (windows may not overlap or cross midnight)", pair[0].0),
+                        format!(
+                            "must be later than {} (windows may not overlap or cross midnight)",
+                            pair[0].0
+                        ),
                     ));
                 }
             }
@@ -176,18 +190,24 @@ impl Schedule {
                 return Err(err(format!("{key}.end"), "must be later than start"));
             }
             if s.start < s.login_open || s.start > s.login_close {
-                return Err(err(format!("{key}.start"), "must lie inside the login window"));
+                return Err(err(
+                    format!("{key}.start"),
+                    "must lie inside the login window",
+                ));
             }
             if s.late_after_minutes > 24 * 60 {
-                return Err(err(format!("{key}.late_after_minutes"), "must be at most 1440"));
+                return Err(err(
+                    format!("{key}.late_after_minutes"),
+                    "must be at most 1440",
+                ));
             }
-            if let Some((j, close)) = prev_close {
-                if s.login_open.0 <= close {
-                    return Err(err(
-                        format!("{key}.login_open"),
-                        format!("must be later than sessions[{j}].logout_close (sessions are in time order and do not overlap)"),
-                    ));
-                }
+            if let Some((j, _)) = prev_close.filter(|(_, close)| s.login_open.0 <= *close) {
+                return Err(err(
+                    format!("{key}.login_open"),
+                    format!(
+                        "must be later than sessions[{j}].logout_close (sessions are in time order and do not overlap)"
+                    ),
+                ));
             }
             prev_close = Some((i, s.logout_close.0));
         }
@@ -215,10 +235,14 @@ pub struct Slot {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Placement {
     InSession(Slot),
-    NotSchoolDay { school_date: NaiveDate },
+    NotSchoolDay {
+        school_date: NaiveDate,
+    },
     /// Outside every session's windows; `next_opens` is the next login window
     /// today, if any.
-    OutsideSessions { next_opens: Option<NaiveTime> },
+    OutsideSessions {
+        next_opens: Option<NaiveTime>,
+    },
 }
 
 impl Schedule {
@@ -231,7 +255,8 @@ impl Schedule {
         let t = local.time();
         for s in &self.sessions {
             if t >= s.login_open.0 && t <= s.logout_close.0 {
-                let late_at = s.start.0 + chrono::Duration::minutes(i64::from(s.late_after_minutes));
+                let late_at =
+                    s.start.0 + chrono::Duration::minutes(i64::from(s.late_after_minutes));
                 return Placement::InSession(Slot {
                     school_date,
                     session: s.name.clone(),
@@ -306,9 +331,14 @@ mod tests {
         let s = sched();
         assert_eq!(
             s.place(manila(6, 0)),
-            Placement::OutsideSessions { next_opens: Some(NaiveTime::from_hms_opt(6, 30, 0).unwrap()) }
+            Placement::OutsideSessions {
+                next_opens: Some(NaiveTime::from_hms_opt(6, 30, 0).unwrap())
+            }
         );
-        assert_eq!(s.place(manila(19, 0)), Placement::OutsideSessions { next_opens: None });
+        assert_eq!(
+            s.place(manila(19, 0)),
+            Placement::OutsideSessions { next_opens: None }
+        );
         let saturday = chrono_tz::Asia::Manila
             .with_ymd_and_hms(2026, 11, 28, 7, 0, 0)
             .unwrap()
@@ -321,8 +351,14 @@ mod tests {
         // 06:45 in Manila on Monday is 22:45 UTC on Sunday.
         let s = sched();
         let at = manila(6, 45);
-        assert_eq!(at.date_naive(), NaiveDate::from_ymd_opt(2026, 11, 22).unwrap());
-        assert_eq!(slot(s.place(at)).school_date, NaiveDate::from_ymd_opt(2026, 11, 23).unwrap());
+        assert_eq!(
+            at.date_naive(),
+            NaiveDate::from_ymd_opt(2026, 11, 22).unwrap()
+        );
+        assert_eq!(
+            slot(s.place(at)).school_date,
+            NaiveDate::from_ymd_opt(2026, 11, 23).unwrap()
+        );
     }
 
     #[test]
@@ -341,10 +377,14 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::field_reassign_with_default)]
     fn validation_names_the_key() {
         let mut cfg = ScheduleConfig::default();
         cfg.timezone = "Mars/Olympus".into();
-        assert_eq!(Schedule::from_config(&cfg, "schedule").unwrap_err().key, "schedule.timezone");
+        assert_eq!(
+            Schedule::from_config(&cfg, "schedule").unwrap_err().key,
+            "schedule.timezone"
+        );
 
         let mut cfg = ScheduleConfig::default();
         cfg.sessions[0].login_close = ClockTime::hm(6, 0);

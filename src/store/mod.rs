@@ -81,7 +81,9 @@ pub fn timestamp(t: DateTime<Utc>) -> String {
 }
 
 fn parse_ts(s: &str) -> Option<DateTime<Utc>> {
-    DateTime::parse_from_rfc3339(s).ok().map(|t| t.with_timezone(&Utc))
+    DateTime::parse_from_rfc3339(s)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
 }
 
 /// Exclusive ownership of a data directory for the life of the process.
@@ -92,7 +94,10 @@ pub struct DataDirLock {
 
 impl DataDirLock {
     pub fn acquire(path: &Path) -> Result<Self, StoreError> {
-        let io = |err| StoreError::DataDir { path: path.into(), err };
+        let io = |err| StoreError::DataDir {
+            path: path.into(),
+            err,
+        };
         let mut file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -105,8 +110,13 @@ impl DataDirLock {
         if rc != 0 {
             let err = std::io::Error::last_os_error();
             if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
-                let pid = fs::read_to_string(path).ok().and_then(|s| s.trim().parse().ok());
-                return Err(StoreError::Locked { path: path.into(), pid });
+                let pid = fs::read_to_string(path)
+                    .ok()
+                    .and_then(|s| s.trim().parse().ok());
+                return Err(StoreError::Locked {
+                    path: path.into(),
+                    pid,
+                });
             }
             return Err(io(err));
         }
@@ -127,7 +137,7 @@ pub struct StudentRow {
     #[serde(default)]
     pub section: String,
     /// Never logged; only the SMS sender reads it.
-    #[serde(default, skip_serializing)]
+    #[serde(default)]
     pub guardian_phone: Option<String>,
     #[serde(default = "yes")]
     pub active: bool,
@@ -223,9 +233,15 @@ impl Store {
         busy: Duration,
     ) -> Result<Self, StoreError> {
         if let Some(dir) = path.parent() {
-            fs::create_dir_all(dir).map_err(|err| StoreError::DataDir { path: dir.into(), err })?;
+            fs::create_dir_all(dir).map_err(|err| StoreError::DataDir {
+                path: dir.into(),
+                err,
+            })?;
         }
-        let open_err = |err| StoreError::Open { path: path.into(), err };
+        let open_err = |err| StoreError::Open {
+            path: path.into(),
+            err,
+        };
         let mut conn = Connection::open(path).map_err(open_err)?;
         configure(&conn, busy).map_err(open_err)?;
         // WAL must be set before anything else writes; it persists in the file.
@@ -237,9 +253,14 @@ impl Store {
                 "journal_mode is {mode}, WAL is required"
             ))));
         }
-        conn.pragma_update(None, "synchronous", "FULL").map_err(open_err)?;
-        conn.pragma_update(None, "journal_size_limit", 4 * 1024 * 1024).map_err(open_err)?;
-        schema::migrate(&mut conn).map_err(|err| StoreError::Schema { path: path.into(), err })?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(open_err)?;
+        conn.pragma_update(None, "journal_size_limit", 4 * 1024 * 1024)
+            .map_err(open_err)?;
+        schema::migrate(&mut conn).map_err(|err| StoreError::Schema {
+            path: path.into(),
+            err,
+        })?;
         Ok(Store {
             conn,
             path: path.into(),
@@ -263,7 +284,9 @@ impl Store {
 
     /// Decides and records one scan in one durable transaction.
     pub fn record_scan(&mut self, req: &ScanRequest) -> Result<ScanOutcome, StoreError> {
-        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let sn = req.student_number.as_str();
         let roster = tx
             .query_row(
@@ -272,13 +295,26 @@ impl Store {
                 |r| r.get::<_, bool>(0),
             )
             .optional()?
-            .map_or(RosterEntry::Unknown, |a| if a { RosterEntry::Active } else { RosterEntry::Inactive });
+            .map_or(RosterEntry::Unknown, |a| {
+                if a {
+                    RosterEntry::Active
+                } else {
+                    RosterEntry::Inactive
+                }
+            });
         let placement = self.schedule.place(req.seen_at);
         let existing = match &placement {
             crate::domain::schedule::Placement::InSession(slot) => load_existing(&tx, sn, slot)?,
             _ => None,
         };
-        let decision = rules::decide(placement, roster, sn, existing.as_ref(), req.seen_at, self.cooldown);
+        let decision = rules::decide(
+            placement,
+            roster,
+            sn,
+            existing.as_ref(),
+            req.seen_at,
+            self.cooldown,
+        );
         let outcome = match decision {
             Decision::Reject(reason) => ScanOutcome::Rejected {
                 student_number: Some(req.student_number.clone()),
@@ -289,7 +325,15 @@ impl Store {
                 kind,
             },
             Decision::Login { slot, status } => {
-                let id = write_record(&tx, &self.device_id, req, &slot, ScanKind::Login, status, existing.as_ref())?;
+                let id = write_record(
+                    &tx,
+                    &self.device_id,
+                    req,
+                    &slot,
+                    ScanKind::Login,
+                    status,
+                    existing.as_ref(),
+                )?;
                 ScanOutcome::Recorded {
                     record_id: id,
                     student_number: req.student_number.clone(),
@@ -300,7 +344,15 @@ impl Store {
                 }
             }
             Decision::Logout { slot, status } => {
-                let id = write_record(&tx, &self.device_id, req, &slot, ScanKind::Logout, status, existing.as_ref())?;
+                let id = write_record(
+                    &tx,
+                    &self.device_id,
+                    req,
+                    &slot,
+                    ScanKind::Logout,
+                    status,
+                    existing.as_ref(),
+                )?;
                 ScanOutcome::Recorded {
                     record_id: id,
                     student_number: req.student_number.clone(),
@@ -319,7 +371,9 @@ impl Store {
     /// Inserts or updates students in one transaction.
     pub fn import_students(&mut self, rows: &[StudentRow]) -> Result<ImportSummary, StoreError> {
         let now = timestamp(Utc::now());
-        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut summary = ImportSummary::default();
         {
             let mut exists = tx.prepare("SELECT 1 FROM students WHERE student_number = ?1")?;
@@ -338,7 +392,15 @@ impl Store {
                 } else {
                     summary.inserted += 1;
                 }
-                upsert.execute(params![sn, r.full_name, r.grade, r.section, r.guardian_phone, r.active, now])?;
+                upsert.execute(params![
+                    sn,
+                    r.full_name,
+                    r.grade,
+                    r.section,
+                    r.guardian_phone,
+                    r.active,
+                    now
+                ])?;
             }
         }
         tx.commit()?;
@@ -362,19 +424,24 @@ impl Store {
 
     pub fn stats(&self, today: NaiveDate) -> Result<StoreStats, StoreError> {
         Ok(StoreStats {
-            students: self.conn.query_row("SELECT count(*) FROM students", [], |r| r.get(0))?,
+            students: self
+                .conn
+                .query_row("SELECT count(*) FROM students", [], |r| r.get(0))?,
             records_today: self.conn.query_row(
                 "SELECT count(*) FROM attendance WHERE school_date = ?1",
                 [today.to_string()],
                 |r| r.get(0),
             )?,
-            outbox_depth: self.conn.query_row("SELECT count(*) FROM outbox", [], |r| r.get(0))?,
+            outbox_depth: self
+                .conn
+                .query_row("SELECT count(*) FROM outbox", [], |r| r.get(0))?,
         })
     }
 
     /// Moves the WAL into the database file; called at shutdown.
     pub fn checkpoint(&self) -> Result<(), StoreError> {
-        self.conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        self.conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
         Ok(())
     }
 }
@@ -430,7 +497,14 @@ fn write_record(
                    time_in = COALESCE(?2, time_in), time_out = COALESCE(?3, time_out),
                    status = ?4, clock_synced = MIN(clock_synced, ?5), updated_at = ?6
                  WHERE id = ?1",
-                params![rec.id.to_string(), col_in, col_out, status.as_str(), req.clock_synced, now],
+                params![
+                    rec.id.to_string(),
+                    col_in,
+                    col_out,
+                    status.as_str(),
+                    req.clock_synced,
+                    now
+                ],
             )?;
             rec.id
         }
@@ -462,7 +536,8 @@ fn write_record(
         }
     };
     let record = read_record(tx, id)?;
-    let payload = serde_json::to_string(&record).map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+    let payload = serde_json::to_string(&record)
+        .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
     tx.execute(
         "INSERT INTO outbox (topic, record_id, payload, created_at) VALUES ('attendance', ?1, ?2, ?3)",
         params![id.to_string(), payload, now],
@@ -470,18 +545,21 @@ fn write_record(
     Ok(id)
 }
 
-const RECORD_COLUMNS: &str = "id, student_number, school_date, session, time_in, time_out, status, device_id,
+const RECORD_COLUMNS: &str =
+    "id, student_number, school_date, session, time_in, time_out, status, device_id,
     photo_path, clock_synced, source, created_at, updated_at";
 
 fn map_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<AttendanceRecord> {
     let id: String = r.get(0)?;
     let date: String = r.get(2)?;
     Ok(AttendanceRecord {
-        id: Uuid::parse_str(&id).map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e)))?,
+        id: Uuid::parse_str(&id).map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
+        })?,
         student_number: r.get(1)?,
-        school_date: date
-            .parse()
-            .map_err(|e| rusqlite::Error::FromSqlConversionFailure(2, rusqlite::types::Type::Text, Box::new(e)))?,
+        school_date: date.parse().map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(2, rusqlite::types::Type::Text, Box::new(e))
+        })?,
         session: r.get(3)?,
         time_in: r.get(4)?,
         time_out: r.get(5)?,
@@ -510,14 +588,22 @@ pub struct ReadOnlyStore {
 
 impl ReadOnlyStore {
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let open_err = |err| StoreError::Open { path: path.into(), err };
+        let open_err = |err| StoreError::Open {
+            path: path.into(),
+            err,
+        };
         if !path.exists() {
             return Err(open_err(rusqlite::Error::InvalidPath(path.into())));
         }
-        let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
-            .map_err(open_err)?;
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(open_err)?;
         configure(&conn, Duration::from_secs(5)).map_err(open_err)?;
-        let app_id: i64 = conn.query_row("PRAGMA application_id", [], |r| r.get(0)).map_err(open_err)?;
+        let app_id: i64 = conn
+            .query_row("PRAGMA application_id", [], |r| r.get(0))
+            .map_err(open_err)?;
         if app_id != schema::APPLICATION_ID {
             return Err(StoreError::Schema {
                 path: path.into(),
@@ -536,7 +622,11 @@ impl ReadOnlyStore {
                 let sn: String = r.get(0)?;
                 Ok(StudentRow {
                     student_number: StudentNumber::parse(&sn).map_err(|e| {
-                        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
+                        rusqlite::Error::FromSqlConversionFailure(
+                            0,
+                            rusqlite::types::Type::Text,
+                            Box::new(e),
+                        )
                     })?,
                     full_name: r.get(1)?,
                     grade: r.get(2)?,
@@ -550,7 +640,11 @@ impl ReadOnlyStore {
     }
 
     /// Records whose school date is in `from..=to`, in time order.
-    pub fn records_between(&self, from: NaiveDate, to: NaiveDate) -> Result<Vec<AttendanceRecord>, StoreError> {
+    pub fn records_between(
+        &self,
+        from: NaiveDate,
+        to: NaiveDate,
+    ) -> Result<Vec<AttendanceRecord>, StoreError> {
         let mut st = self.conn.prepare(&format!(
             "SELECT {RECORD_COLUMNS} FROM attendance WHERE school_date BETWEEN ?1 AND ?2
              ORDER BY school_date, COALESCE(time_in, time_out), id"
@@ -562,7 +656,9 @@ impl ReadOnlyStore {
     }
 
     pub fn integrity_check(&self) -> Result<String, StoreError> {
-        Ok(self.conn.query_row("PRAGMA integrity_check", [], |r| r.get(0))?)
+        Ok(self
+            .conn
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))?)
     }
 }
 
@@ -630,7 +726,14 @@ mod tests {
 
     fn open(dir: &Path) -> Store {
         let sched = Schedule::from_config(&ScheduleConfig::default(), "schedule").unwrap();
-        Store::open(&dir.join("db/a.sqlite3"), "kiosk-t", sched, chrono::Duration::minutes(5), Duration::from_secs(1)).unwrap()
+        Store::open(
+            &dir.join("db/a.sqlite3"),
+            "kiosk-t",
+            sched,
+            chrono::Duration::minutes(5),
+            Duration::from_secs(1),
+        )
+        .unwrap()
     }
 
     fn student(sn: &str) -> StudentRow {
@@ -645,7 +748,10 @@ mod tests {
     }
 
     fn at(h: u32, m: u32) -> DateTime<Utc> {
-        chrono_tz::Asia::Manila.with_ymd_and_hms(2026, 11, 23, h, m, 0).unwrap().with_timezone(&Utc)
+        chrono_tz::Asia::Manila
+            .with_ymd_and_hms(2026, 11, 23, h, m, 0)
+            .unwrap()
+            .with_timezone(&Utc)
     }
 
     fn scan(sn: &str, t: DateTime<Utc>) -> ScanRequest {
@@ -661,16 +767,41 @@ mod tests {
     fn login_logout_share_a_record_and_fill_the_outbox() {
         let dir = tempfile::tempdir().unwrap();
         let mut s = open(dir.path());
-        assert_eq!(s.import_students(&[student("S1")]).unwrap(), ImportSummary { inserted: 1, updated: 0 });
+        assert_eq!(
+            s.import_students(&[student("S1")]).unwrap(),
+            ImportSummary {
+                inserted: 1,
+                updated: 0
+            }
+        );
         let login = s.record_scan(&scan("S1", at(7, 0))).unwrap();
-        let ScanOutcome::Recorded { record_id, kind: ScanKind::Login, status: AttendanceStatus::Present, .. } = login else {
+        let ScanOutcome::Recorded {
+            record_id,
+            kind: ScanKind::Login,
+            status: AttendanceStatus::Present,
+            ..
+        } = login
+        else {
             panic!("{login:?}")
         };
-        assert!(matches!(s.record_scan(&scan("S1", at(7, 1))).unwrap(), ScanOutcome::Duplicate { .. }));
+        assert!(matches!(
+            s.record_scan(&scan("S1", at(7, 1))).unwrap(),
+            ScanOutcome::Duplicate { .. }
+        ));
         let logout = s.record_scan(&scan("S1", at(11, 40))).unwrap();
-        let ScanOutcome::Recorded { record_id: same, kind: ScanKind::Logout, .. } = logout else { panic!("{logout:?}") };
+        let ScanOutcome::Recorded {
+            record_id: same,
+            kind: ScanKind::Logout,
+            ..
+        } = logout
+        else {
+            panic!("{logout:?}")
+        };
         assert_eq!(record_id, same);
-        let n: i64 = s.conn.query_row("SELECT count(*) FROM attendance", [], |r| r.get(0)).unwrap();
+        let n: i64 = s
+            .conn
+            .query_row("SELECT count(*) FROM attendance", [], |r| r.get(0))
+            .unwrap();
         assert_eq!(n, 1);
         let payloads: Vec<String> = s
             .conn
@@ -684,7 +815,10 @@ mod tests {
         let last: serde_json::Value = serde_json::from_str(&payloads[1]).unwrap();
         assert_eq!(last["id"], record_id.to_string());
         assert!(last["time_out"].is_string() && last["time_in"].is_string());
-        assert!(!payloads[1].contains("+63917"), "phone numbers never leave through the outbox");
+        assert!(
+            !payloads[1].contains("+63917"),
+            "phone numbers never leave through the outbox"
+        );
     }
 
     #[test]
@@ -692,8 +826,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut s = open(dir.path());
         let out = s.record_scan(&scan("NOPE", at(7, 0))).unwrap();
-        assert!(matches!(out, ScanOutcome::Rejected { reason: RejectReason::UnknownStudent(_), .. }));
-        let n: i64 = s.conn.query_row("SELECT count(*) FROM outbox", [], |r| r.get(0)).unwrap();
+        assert!(matches!(
+            out,
+            ScanOutcome::Rejected {
+                reason: RejectReason::UnknownStudent(_),
+                ..
+            }
+        ));
+        let n: i64 = s
+            .conn
+            .query_row("SELECT count(*) FROM outbox", [], |r| r.get(0))
+            .unwrap();
         assert_eq!(n, 0);
     }
 
@@ -706,13 +849,21 @@ mod tests {
             s.record_scan(&scan("S1", at(7, 0))).unwrap();
         }
         let s = open(dir.path());
-        let sync: i64 = s.conn.query_row("PRAGMA synchronous", [], |r| r.get(0)).unwrap();
+        let sync: i64 = s
+            .conn
+            .query_row("PRAGMA synchronous", [], |r| r.get(0))
+            .unwrap();
         assert_eq!(sync, 2, "synchronous=FULL");
-        let mode: String = s.conn.query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
+        let mode: String = s
+            .conn
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .unwrap();
         assert_eq!(mode, "wal");
         let ro = ReadOnlyStore::open(s.path()).unwrap();
         assert_eq!(ro.students().unwrap().len(), 2);
-        let recs = ro.records_between(at(0, 0).date_naive(), at(23, 0).date_naive()).unwrap();
+        let recs = ro
+            .records_between(at(0, 0).date_naive(), at(23, 0).date_naive())
+            .unwrap();
         assert_eq!(recs.len(), 1);
         assert_eq!(ro.integrity_check().unwrap(), "ok");
     }
@@ -733,9 +884,21 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("db/a.sqlite3");
         fs::create_dir_all(p.parent().unwrap()).unwrap();
-        fs::write(&p, b"this is not a database, just text that is long enough to matter".repeat(100)).unwrap();
+        fs::write(
+            &p,
+            b"this is not a database, just text that is long enough to matter".repeat(100),
+        )
+        .unwrap();
         let sched = Schedule::from_config(&ScheduleConfig::default(), "schedule").unwrap();
-        let e = Store::open(&p, "k", sched, chrono::Duration::minutes(5), Duration::from_secs(1)).err().unwrap();
+        let e = Store::open(
+            &p,
+            "k",
+            sched,
+            chrono::Duration::minutes(5),
+            Duration::from_secs(1),
+        )
+        .err()
+        .unwrap();
         assert!(e.to_string().contains("a.sqlite3"), "{e}");
     }
 
@@ -745,12 +908,22 @@ mod tests {
         let s = open(dir.path());
         let path = s.path().to_path_buf();
         let (h, closed) = StoreHandle::spawn(s, 8).unwrap();
-        h.call(|s| s.import_students(&[student("S1")])).await.unwrap().unwrap();
-        let out = h.call(|s| s.record_scan(&scan("S1", at(7, 0)))).await.unwrap().unwrap();
+        h.call(|s| s.import_students(&[student("S1")]))
+            .await
+            .unwrap()
+            .unwrap();
+        let out = h
+            .call(|s| s.record_scan(&scan("S1", at(7, 0))))
+            .await
+            .unwrap()
+            .unwrap();
         assert!(matches!(out, ScanOutcome::Recorded { .. }));
         drop(h);
         closed.wait().await;
         let wal = path.with_extension("sqlite3-wal");
-        assert!(!wal.exists() || fs::metadata(&wal).unwrap().len() == 0, "WAL truncated at close");
+        assert!(
+            !wal.exists() || fs::metadata(&wal).unwrap().len() == 0,
+            "WAL truncated at close"
+        );
     }
 }

@@ -4,6 +4,12 @@
 //! migration runs in its own transaction together with the version bump, so
 //! a power cut leaves the database at one version or the next, never between.
 //! Migrations are append-only: never edit one that has shipped.
+//!
+//! Migrations are also additive only (new tables, new columns with
+//! defaults), so the previous release can still run on a database a newer
+//! one has migrated. That is what makes an OTA rollback safe: after falling
+//! back to the old slot, the old daemon opens the newer schema with a warning
+//! instead of refusing to start.
 
 use rusqlite::Connection;
 
@@ -61,8 +67,6 @@ pub const MIGRATIONS: &[&str] = &[
 pub enum SchemaError {
     #[error("not an attendance database (application_id {found:#x})")]
     ForeignDatabase { found: i64 },
-    #[error("database schema version {found} is newer than this program knows ({known}); refusing to downgrade")]
-    TooNew { found: i64, known: i64 },
     #[error("migration {version}: {err}")]
     Migration {
         version: usize,
@@ -85,11 +89,18 @@ pub fn migrate(conn: &mut Connection) -> Result<i64, SchemaError> {
         }
     }
     if version > known {
-        return Err(SchemaError::TooNew { found: version, known });
+        tracing::warn!(
+            found = version,
+            known,
+            "database schema is newer than this release (after a rollback?); using it as it is"
+        );
+        return Ok(version);
     }
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
         let v = i + 1;
-        let tx = conn.transaction().map_err(|err| SchemaError::Migration { version: v, err })?;
+        let tx = conn
+            .transaction()
+            .map_err(|err| SchemaError::Migration { version: v, err })?;
         tx.execute_batch(sql)
             .and_then(|_| tx.pragma_update(None, "application_id", APPLICATION_ID))
             .and_then(|_| tx.pragma_update(None, "user_version", v as i64))
@@ -115,14 +126,17 @@ mod tests {
     }
 
     #[test]
-    fn refuses_foreign_and_newer_databases() {
+    fn refuses_foreign_but_accepts_newer_databases() {
         let mut c = Connection::open_in_memory().unwrap();
         c.execute_batch("CREATE TABLE other (x)").unwrap();
-        assert!(matches!(migrate(&mut c), Err(SchemaError::ForeignDatabase { .. })));
+        assert!(matches!(
+            migrate(&mut c),
+            Err(SchemaError::ForeignDatabase { .. })
+        ));
 
         let mut c = Connection::open_in_memory().unwrap();
         migrate(&mut c).unwrap();
         c.pragma_update(None, "user_version", 999).unwrap();
-        assert!(matches!(migrate(&mut c), Err(SchemaError::TooNew { found: 999, .. })));
+        assert_eq!(migrate(&mut c).unwrap(), 999);
     }
 }

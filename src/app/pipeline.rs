@@ -1,0 +1,249 @@
+//! The scan pipeline: raw payload -> card -> rules + durable write -> ack.
+//!
+//! One task runs it, so scans are decided in the order they were seen. The
+//! acknowledgement (event `scan_recorded` and the feedback port) happens only
+//! after the store has committed; a store failure is acknowledged as a
+//! failure, never as a success.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use super::health::{Beat, Counters, Health, Level};
+use crate::clock::Clock;
+use crate::domain::payload::{self, Keyring, PayloadPolicy};
+use crate::domain::rules::RejectReason;
+use crate::feedback::{Ack, Feedback};
+use crate::input::RawScan;
+use crate::store::{ScanOutcome, ScanRequest, StoreHandle};
+
+/// What a scan did, as reported to the control socket and tests.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum ScanReport {
+    Recorded {
+        record_id: String,
+        student_number: String,
+        kind: String,
+        status: String,
+        school_date: String,
+        session: String,
+        correlation_id: String,
+    },
+    Duplicate {
+        student_number: String,
+        kind: String,
+        correlation_id: String,
+    },
+    Rejected {
+        reason_code: String,
+        reason: String,
+        correlation_id: String,
+    },
+}
+
+/// A scan that wants its outcome back (the control socket).
+pub type ScanWithReply = (RawScan, oneshot::Sender<ScanReport>);
+
+pub struct Pipeline {
+    pub store: StoreHandle,
+    pub keyring: Keyring,
+    pub policy: PayloadPolicy,
+    pub clock: Arc<dyn Clock>,
+    pub feedback: Arc<dyn Feedback>,
+    pub health: Arc<Health>,
+}
+
+fn correlation_id() -> String {
+    format!("{:08x}", rand::random::<u32>())
+}
+
+/// Printable, bounded form of a payload for logs: a malformed code may carry
+/// anything, and must not flood or forge log lines.
+fn loggable(payload: &[u8]) -> String {
+    let s: String = String::from_utf8_lossy(&payload[..payload.len().min(64)])
+        .escape_debug()
+        .collect();
+    if payload.len() > 64 {
+        format!("{s}…")
+    } else {
+        s
+    }
+}
+
+impl Pipeline {
+    /// Runs until `shutdown`, then drains what is already queued.
+    pub async fn run(
+        self,
+        mut scans: mpsc::Receiver<RawScan>,
+        mut with_reply: mpsc::Receiver<ScanWithReply>,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<()> {
+        let mut tick = tokio::time::interval(std::time::Duration::from_millis(500));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            self.health.beat(Beat::Pipeline);
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break,
+                Some(scan) = scans.recv() => { self.process(scan).await; }
+                Some((scan, reply)) = with_reply.recv() => {
+                    let report = self.process(scan).await;
+                    let _ = reply.send(report);
+                }
+                _ = tick.tick() => {}
+            }
+        }
+        // Intake has stopped (sources were cancelled first); finish what is queued.
+        scans.close();
+        with_reply.close();
+        let mut drained = 0usize;
+        while let Ok(scan) = scans.try_recv() {
+            self.process(scan).await;
+            drained += 1;
+        }
+        while let Ok((scan, reply)) = with_reply.try_recv() {
+            let _ = reply.send(self.process(scan).await);
+            drained += 1;
+        }
+        tracing::info!(drained, "scan pipeline stopped");
+        Ok(())
+    }
+
+    /// Processes one scan end to end and acknowledges it.
+    pub async fn process(&self, raw: RawScan) -> ScanReport {
+        let cid = correlation_id();
+        let span = tracing::info_span!("scan", cid = %cid, source = raw.source.as_str());
+        self.process_inner(raw, cid).instrument(span).await
+    }
+
+    async fn process_inner(&self, raw: RawScan, cid: String) -> ScanReport {
+        let started = Instant::now();
+        let c = &self.health.counters;
+        let card = match payload::parse(&raw.payload, &self.keyring, self.policy) {
+            Ok(card) => card,
+            Err(e) => {
+                tracing::info!(reason_code = e.code(), reason = %e, payload = %loggable(&raw.payload), "scan_rejected");
+                Counters::inc(&c.scans_rejected);
+                let reason = RejectReason::InvalidPayload(e);
+                self.feedback.acknowledge(&Ack::Rejected(reason.clone()));
+                return rejected(&reason, cid);
+            }
+        };
+        let req = ScanRequest {
+            student_number: card.student_number.clone(),
+            seen_at: self.clock.map(raw.seen_at),
+            source: raw.source,
+            clock_synced: self.clock.is_synchronized(),
+        };
+        let result = self
+            .store
+            .call(move |s| s.record_scan(&req))
+            .await
+            .and_then(|r| r);
+        let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+        match result {
+            Ok(ScanOutcome::Recorded {
+                record_id,
+                student_number,
+                kind,
+                status,
+                school_date,
+                session,
+            }) => {
+                self.health.clear("store");
+                Counters::inc(&c.scans_recorded);
+                // The commit is durable: only now may the kiosk say "recorded".
+                tracing::info!(
+                    record_id = %record_id,
+                    student_number = %student_number,
+                    kind = kind.as_str(),
+                    status = status.as_str(),
+                    session = %session,
+                    school_date = %school_date,
+                    latency_ms = elapsed_ms,
+                    "scan_recorded"
+                );
+                self.feedback.acknowledge(&Ack::Recorded { kind, status });
+                ScanReport::Recorded {
+                    record_id: record_id.to_string(),
+                    student_number: student_number.to_string(),
+                    kind: kind.as_str().into(),
+                    status: status.as_str().into(),
+                    school_date: school_date.to_string(),
+                    session,
+                    correlation_id: cid,
+                }
+            }
+            Ok(ScanOutcome::Duplicate {
+                student_number,
+                kind,
+            }) => {
+                Counters::inc(&c.scans_duplicate);
+                tracing::info!(student_number = %student_number, kind = kind.as_str(), "scan_duplicate");
+                self.feedback.acknowledge(&Ack::Duplicate);
+                ScanReport::Duplicate {
+                    student_number: student_number.to_string(),
+                    kind: kind.as_str().into(),
+                    correlation_id: cid,
+                }
+            }
+            Ok(ScanOutcome::Rejected {
+                student_number,
+                reason,
+            }) => {
+                Counters::inc(&c.scans_rejected);
+                tracing::info!(
+                    student_number = student_number.as_ref().map(|s| s.as_str()),
+                    reason_code = reason.code(),
+                    reason = %reason,
+                    "scan_rejected"
+                );
+                self.feedback.acknowledge(&Ack::Rejected(reason.clone()));
+                rejected(&reason, cid)
+            }
+            Err(e) => {
+                Counters::inc(&c.scans_failed);
+                let why = if e.is_disk_full() {
+                    "data partition is full".to_string()
+                } else {
+                    e.to_string()
+                };
+                self.health.set(
+                    "store",
+                    Level::Unhealthy,
+                    format!("last write failed: {why}"),
+                );
+                tracing::error!(error = %e, student_number = %card.student_number, "scan_failed: not recorded");
+                let reason = RejectReason::Unavailable(why);
+                self.feedback.acknowledge(&Ack::Rejected(reason.clone()));
+                rejected(&reason, cid)
+            }
+        }
+    }
+}
+
+fn rejected(reason: &RejectReason, cid: String) -> ScanReport {
+    ScanReport::Rejected {
+        reason_code: reason.code().into(),
+        reason: reason.to_string(),
+        correlation_id: cid,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loggable_payloads_are_bounded_and_escaped() {
+        assert_eq!(loggable(b"abc"), "abc");
+        assert_eq!(loggable(b"a\nb"), "a\\nb");
+        let long = loggable(&[b'x'; 200]);
+        assert!(long.ends_with('…') && long.chars().count() == 65);
+    }
+}

@@ -1,0 +1,527 @@
+//! `attendance`: the kiosk daemon and its admin CLI.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use chrono::{DateTime, NaiveDate, Utc};
+use clap::{Args, Parser, Subcommand};
+
+use attendance::app::control::{self, ControlRequest};
+use attendance::app::{self, RunOptions};
+use attendance::clock::{Clock, SimulatedClock, SystemClock};
+use attendance::config::{self, ConfigPaths, Secrets};
+use attendance::domain::payload;
+use attendance::domain::record::StudentNumber;
+use attendance::input::replay::ReplaySource;
+use attendance::store::{ReadOnlyStore, Store, StudentRow};
+use attendance::{demo, logging};
+
+#[derive(Parser)]
+#[command(
+    name = "attendance",
+    version,
+    about = "School attendance kiosk: QR scans to durable attendance records"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Clone)]
+struct ConfigArgs {
+    /// The image's config layer.
+    #[arg(long, default_value = config::SYSTEM_CONFIG, env = "ATTENDANCE_SYSTEM_CONFIG")]
+    system_config: PathBuf,
+    /// The device's config layer (wins over the image's).
+    #[arg(long, default_value = config::DEVICE_CONFIG, env = "ATTENDANCE_DEVICE_CONFIG")]
+    device_config: PathBuf,
+    /// Overrides the `data_dir` key.
+    #[arg(long, env = "ATTENDANCE_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+}
+
+impl ConfigArgs {
+    fn load(&self) -> anyhow::Result<config::Loaded> {
+        let paths = ConfigPaths {
+            system: self.system_config.clone(),
+            device: self.device_config.clone(),
+        };
+        Ok(config::load(&paths, self.data_dir.as_deref())?)
+    }
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon (systemd Type=notify service).
+    Run {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// Testing aid: start the clock at this RFC 3339 instant instead of the system time.
+        #[arg(long, hide = true)]
+        simulated_clock: Option<DateTime<chrono::FixedOffset>>,
+        /// Testing aid: how many times faster than real time the simulated clock runs.
+        #[arg(long, hide = true, default_value_t = 1)]
+        clock_speed: u32,
+    },
+    /// Run a demo kiosk on this machine: local data folder, sample roster, scripted scans.
+    Demo {
+        /// Folder for the demo's config and data.
+        #[arg(long, default_value = "demo-data")]
+        dir: PathBuf,
+        /// Address of the health endpoint.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        http: String,
+        /// How many times faster than real time the school morning runs.
+        #[arg(long, default_value_t = 120)]
+        speed: u32,
+        /// Stop after this many seconds (default: run until Ctrl-C).
+        #[arg(long)]
+        seconds: Option<u64>,
+    },
+    /// Validate the configuration and print the effective config (secrets redacted).
+    CheckConfig {
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+    /// The student roster cache.
+    Students {
+        #[command(subcommand)]
+        command: StudentsCommand,
+    },
+    /// Export attendance records as CSV.
+    Export {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// First school date (YYYY-MM-DD).
+        #[arg(long)]
+        from: NaiveDate,
+        /// Last school date (YYYY-MM-DD), inclusive.
+        #[arg(long)]
+        to: NaiveDate,
+        /// Write to this file instead of standard output.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
+    /// Inject one payload into the running daemon (commissioning, tests).
+    Scan {
+        #[command(flatten)]
+        config: ConfigArgs,
+        payload: String,
+    },
+    /// Exit 0 when the daemon's /health answers 200.
+    Health {
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        url: String,
+        /// Keep asking for up to this many seconds.
+        #[arg(long, default_value_t = 0)]
+        wait: u64,
+    },
+    /// Signed student cards.
+    Cards {
+        #[command(subcommand)]
+        command: CardsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum StudentsCommand {
+    /// Import students from a CSV file (header: student_number,full_name,grade,section,guardian_phone,active).
+    Import {
+        #[command(flatten)]
+        config: ConfigArgs,
+        csv: PathBuf,
+    },
+    /// List the students in the roster cache.
+    List {
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum CardsCommand {
+    /// Print the signed QR payload for each student number, using <data_dir>/secrets/qr-keys/<KEY_ID>.key.
+    Sign {
+        #[command(flatten)]
+        config: ConfigArgs,
+        #[arg(long)]
+        key_id: String,
+        students: Vec<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match dispatch(cli.command) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {}", error_chain(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The error and its causes, leaving out a cause its parent already quotes.
+fn error_chain(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            if !out.is_empty() {
+                out.push_str(": ");
+            }
+            out.push_str(&text);
+        }
+    }
+    out
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    // Two workers are plenty for a kiosk and keep the idle footprint small.
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Run {
+            config,
+            simulated_clock,
+            clock_speed,
+        } => {
+            let loaded = config.load()?;
+            logging::init(&loaded.config.log);
+            let clock: Arc<dyn Clock> = match simulated_clock {
+                Some(start) => {
+                    Arc::new(SimulatedClock::new(start.with_timezone(&Utc), clock_speed))
+                }
+                None => Arc::new(SystemClock),
+            };
+            let opts = RunOptions {
+                loaded,
+                clock,
+                extra_sources: Vec::new(),
+                feedback: None,
+                on_ready: None,
+            };
+            runtime()?.block_on(app::run(opts))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Demo {
+            dir,
+            http,
+            speed,
+            seconds,
+        } => run_demo(&dir, &http, speed, seconds),
+        Command::CheckConfig { config } => {
+            let loaded = config.load()?;
+            let secrets = Secrets::load(&loaded.config.secrets_dir())?;
+            let mut out = serde_json::to_value(&loaded.config)?;
+            // Secrets are files, never config values: show which exist, never their content.
+            out["secrets"] = serde_json::json!({
+                "directory": loaded.config.secrets_dir(),
+                "files": secrets.names().into_iter().map(|n| (n, "<redacted>")).collect::<std::collections::BTreeMap<_, _>>(),
+                "qr_keys": format!("{:?}", secrets.qr_keys),
+            });
+            println!("{}", serde_json::to_string_pretty(&out)?);
+            eprintln!(
+                "config ok ({})",
+                if loaded.sources.is_empty() {
+                    "built-in defaults only".to_string()
+                } else {
+                    loaded
+                        .sources
+                        .iter()
+                        .map(|p| p.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(" < ")
+                }
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Students {
+            command: StudentsCommand::Import { config, csv },
+        } => {
+            let loaded = config.load()?;
+            let rows = read_students_csv(&csv)?;
+            let req = ControlRequest::ImportStudents {
+                students: rows.clone(),
+            };
+            let summary = match control::request(&loaded.config.control_socket(), &req)? {
+                Some(resp) => {
+                    if let Some(e) = resp.get("error") {
+                        bail!("daemon refused the import: {e}");
+                    }
+                    resp["imported"].clone()
+                }
+                None => {
+                    // No daemon: take the lock ourselves so none starts meanwhile.
+                    let cfg = &loaded.config;
+                    std::fs::create_dir_all(&cfg.data_dir)
+                        .with_context(|| format!("creating {}", cfg.data_dir.display()))?;
+                    let _lock = attendance::store::DataDirLock::acquire(&cfg.lock_path())?;
+                    let mut store = Store::open(
+                        &cfg.db_path(),
+                        &cfg.device_id,
+                        loaded.schedule.clone(),
+                        chrono::Duration::seconds(i64::from(cfg.scan.cooldown_seconds)),
+                        Duration::from_millis(cfg.store.busy_timeout_ms),
+                    )?;
+                    serde_json::to_value(store.import_students(&rows)?)?
+                }
+            };
+            println!(
+                "imported {} students from {}: {summary}",
+                rows.len(),
+                csv.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Students {
+            command: StudentsCommand::List { config },
+        } => {
+            let loaded = config.load()?;
+            let store = ReadOnlyStore::open(&loaded.config.db_path())?;
+            let mut out = std::io::stdout().lock();
+            writeln!(
+                out,
+                "{:<20} {:<32} {:<6} {:<8} active",
+                "student_number", "full_name", "grade", "section"
+            )?;
+            for s in store.students()? {
+                writeln!(
+                    out,
+                    "{:<20} {:<32} {:<6} {:<8} {}",
+                    s.student_number, s.full_name, s.grade, s.section, s.active
+                )?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Export {
+            config,
+            from,
+            to,
+            output,
+        } => {
+            if from > to {
+                bail!("--from {from} is after --to {to}");
+            }
+            let loaded = config.load()?;
+            let store = ReadOnlyStore::open(&loaded.config.db_path())?;
+            let records = store.records_between(from, to)?;
+            let sink: Box<dyn Write> = match &output {
+                Some(p) => Box::new(
+                    std::fs::File::create(p)
+                        .with_context(|| format!("creating {}", p.display()))?,
+                ),
+                None => Box::new(std::io::stdout().lock()),
+            };
+            let mut w = csv::Writer::from_writer(sink);
+            for r in &records {
+                w.serialize(r)?;
+            }
+            w.flush()?;
+            eprintln!("exported {} records", records.len());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Scan { config, payload } => {
+            let loaded = config.load()?;
+            let socket = loaded.config.control_socket();
+            match control::request(&socket, &ControlRequest::Scan { payload })? {
+                Some(resp) => {
+                    println!("{resp}");
+                    let ok = resp
+                        .get("outcome")
+                        .and_then(|o| o.as_str())
+                        .is_some_and(|o| o != "rejected");
+                    Ok(if ok {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::from(2)
+                    })
+                }
+                None => bail!(
+                    "no daemon is running on {} (control socket {})",
+                    loaded.config.data_dir.display(),
+                    socket.display()
+                ),
+            }
+        }
+        Command::Health { url, wait } => health(&url, Duration::from_secs(wait)),
+        Command::Cards {
+            command:
+                CardsCommand::Sign {
+                    config,
+                    key_id,
+                    students,
+                },
+        } => {
+            let loaded = config.load()?;
+            let key_path = loaded
+                .config
+                .secrets_dir()
+                .join("qr-keys")
+                .join(format!("{key_id}.key"));
+            let text = std::fs::read_to_string(&key_path)
+                .with_context(|| format!("reading {}", key_path.display()))?;
+            let key = hex::decode(text.trim())
+                .with_context(|| format!("{} must hold a hex key", key_path.display()))?;
+            for s in students {
+                let sn =
+                    StudentNumber::parse(&s).with_context(|| format!("student number {s:?}"))?;
+                println!(
+                    "{}",
+                    payload::sign(&key_id, &key, &sn).map_err(anyhow::Error::msg)?
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Reads and validates a whole roster file; any bad row rejects the file, so
+/// an import never half-applies.
+fn read_students_csv(path: &Path) -> anyhow::Result<Vec<StudentRow>> {
+    let mut reader = csv::ReaderBuilder::new()
+        .trim(csv::Trim::All)
+        .from_path(path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    let mut rows = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for (i, rec) in reader.deserialize::<StudentRow>().enumerate() {
+        let line = i + 2;
+        let row = rec.with_context(|| format!("{} line {line}", path.display()))?;
+        if !seen.insert(row.student_number.clone()) {
+            bail!(
+                "{} line {line}: student {} appears twice",
+                path.display(),
+                row.student_number
+            );
+        }
+        rows.push(row);
+    }
+    if rows.is_empty() {
+        bail!("{}: no students found", path.display());
+    }
+    Ok(rows)
+}
+
+fn health(url: &str, wait: Duration) -> anyhow::Result<ExitCode> {
+    let addr = url
+        .strip_prefix("http://")
+        .context("--url must start with http://")?
+        .trim_end_matches('/')
+        .to_string();
+    let deadline = Instant::now() + wait;
+    loop {
+        let attempt = (|| -> anyhow::Result<(u16, String)> {
+            let sock = addr
+                .parse()
+                .with_context(|| format!("{addr} is not host:port"))?;
+            let mut s = TcpStream::connect_timeout(&sock, Duration::from_secs(2))?;
+            s.set_read_timeout(Some(Duration::from_secs(5)))?;
+            write!(s, "GET /health HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+            let mut resp = String::new();
+            s.take(64 * 1024).read_to_string(&mut resp)?;
+            let code = resp
+                .split_whitespace()
+                .nth(1)
+                .and_then(|c| c.parse().ok())
+                .context("malformed response")?;
+            let body = resp
+                .split_once("\r\n\r\n")
+                .map(|(_, b)| b.to_string())
+                .unwrap_or_default();
+            Ok((code, body))
+        })();
+        match attempt {
+            Ok((200, body)) => {
+                println!("{body}");
+                return Ok(ExitCode::SUCCESS);
+            }
+            Ok((code, body)) if Instant::now() >= deadline => {
+                println!("{body}");
+                eprintln!("unhealthy: HTTP {code}");
+                return Ok(ExitCode::FAILURE);
+            }
+            Err(e) if Instant::now() >= deadline => {
+                eprintln!("unreachable: {e:#}");
+                return Ok(ExitCode::FAILURE);
+            }
+            _ => std::thread::sleep(Duration::from_millis(500)),
+        }
+    }
+}
+
+fn run_demo(dir: &Path, http: &str, speed: u32, seconds: Option<u64>) -> anyhow::Result<ExitCode> {
+    let device_config = demo::prepare(dir, http)?;
+    let paths = ConfigPaths {
+        system: PathBuf::from("/nonexistent/attendance-demo"),
+        device: device_config.clone(),
+    };
+    let loaded = config::load(&paths, None)?;
+    logging::init(&loaded.config.log);
+    let data_dir = loaded.config.data_dir.clone();
+    // Seed the roster before the daemon starts (nothing else holds the lock yet).
+    {
+        let cfg = &loaded.config;
+        std::fs::create_dir_all(&data_dir)?;
+        let _lock = attendance::store::DataDirLock::acquire(&cfg.lock_path())?;
+        let mut store = Store::open(
+            &cfg.db_path(),
+            &cfg.device_id,
+            loaded.schedule.clone(),
+            chrono::Duration::seconds(i64::from(cfg.scan.cooldown_seconds)),
+            Duration::from_millis(cfg.store.busy_timeout_ms),
+        )?;
+        store.import_students(&demo::roster())?;
+    }
+    let key = demo::read_demo_key(&data_dir)?;
+    let clock = SimulatedClock::new(demo::morning_start(&loaded.schedule), speed);
+    let script = demo::script(speed, &key)?;
+    let source = ReplaySource::timed(script, false);
+    let device_config_shown = device_config.display().to_string();
+    let data_shown = data_dir.display().to_string();
+    let opts = RunOptions {
+        loaded,
+        clock: Arc::new(clock),
+        extra_sources: vec![Box::new(source)],
+        feedback: None,
+        on_ready: Some(Box::new(move |addr| {
+            let url = addr
+                .map(|a| format!("http://{a}/health"))
+                .unwrap_or_else(|| "(http disabled)".into());
+            println!("Demo kiosk running: a school morning from 06:50 at {speed}x speed.");
+            println!("  health:  {url}");
+            println!("  config:  {device_config_shown}");
+            println!("  data:    {data_shown}");
+            println!("Watch the scan_recorded / scan_rejected events below; Ctrl-C stops.");
+        })),
+    };
+    let rt = runtime()?;
+    rt.block_on(async move {
+        match seconds {
+            Some(s) => {
+                let mut run = tokio::spawn(app::run(opts));
+                tokio::select! {
+                    r = &mut run => return r?,
+                    _ = tokio::time::sleep(Duration::from_secs(s)) => {}
+                }
+                // The same ordered shutdown as on Ctrl-C.
+                // SAFETY: raising SIGINT in our own process, whose handler is installed.
+                unsafe { libc::raise(libc::SIGINT) };
+                run.await?
+            }
+            None => app::run(opts).await,
+        }
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
