@@ -1,0 +1,259 @@
+//! QR decoder benchmark: every engine and several cascades on the same
+//! deterministic synthetic frame set, side by side, in one run.
+//!
+//! `cargo bench --bench decode` (release profile) writes BENCHMARKS-decode.md.
+//! Options after `--`: `--per-cell N` (frames per class x size cell, default
+//! 8), `--out PATH`, `--dump DIR` (write the frames as PGM and exit).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::time::Instant;
+
+use attendance::input::decode::synth::{Class, FrameSpec, Size, frame_set, render};
+use attendance::input::decode::{Cascade, DEFAULT_CHAIN, DecoderStage, LumaFrame, QrDecoder};
+
+struct Cfg {
+    label: String,
+    stages: Vec<DecoderStage>,
+}
+
+#[derive(Default)]
+struct Tally {
+    n: usize,
+    found: usize,
+}
+
+#[derive(Default)]
+struct ResResult {
+    times_ms: Vec<f64>,
+    by_class: BTreeMap<Class, Tally>,
+    by_size: BTreeMap<Size, Tally>,
+    coded: Tally,
+    wrong: usize,
+    false_pos: usize,
+}
+
+fn build(stages: &[DecoderStage]) -> Box<dyn QrDecoder> {
+    if stages.len() == 1 {
+        stages[0].build()
+    } else {
+        Box::new(Cascade::new(stages.iter().map(|s| s.build()).collect()))
+    }
+}
+
+fn pct(t: &Tally) -> String {
+    if t.n == 0 {
+        "-".into()
+    } else {
+        format!("{:.0}", 100.0 * t.found as f64 / t.n as f64)
+    }
+}
+
+fn quantile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let idx = ((sorted.len() - 1) as f64 * q).round() as usize;
+    sorted[idx]
+}
+
+fn main() {
+    let mut per_cell = 8u64;
+    let mut out_path = String::from("BENCHMARKS-decode.md");
+    let mut dump: Option<String> = None;
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--per-cell" => per_cell = args.next().and_then(|v| v.parse().ok()).unwrap_or(per_cell),
+            "--out" => out_path = args.next().unwrap_or(out_path),
+            "--dump" => dump = args.next(),
+            _ => {} // cargo passes --bench
+        }
+    }
+    let resolutions = [(640u32, 480u32), (1280, 720)];
+    let specs: Vec<FrameSpec> = frame_set(&resolutions, per_cell);
+    let t0 = Instant::now();
+    let frames: Vec<LumaFrame> = specs.iter().map(render).collect();
+    eprintln!(
+        "rendered {} frames in {:.1} s",
+        frames.len(),
+        t0.elapsed().as_secs_f64()
+    );
+    if let Some(dir) = dump {
+        std::fs::create_dir_all(&dir).expect("dump dir");
+        for (i, (s, f)) in specs.iter().zip(&frames).enumerate() {
+            let name = format!(
+                "{dir}/{i:04}-{}x{}-{}-{}.png",
+                s.width,
+                s.height,
+                s.class.as_str(),
+                s.size.as_str()
+            );
+            image::GrayImage::from_raw(f.width(), f.height(), f.data().to_vec())
+                .expect("frame")
+                .save(&name)
+                .expect("save");
+        }
+        return;
+    }
+
+    use DecoderStage::*;
+    let cfgs: Vec<Cfg> = [
+        vec![Rqrr],
+        vec![Quircs],
+        vec![Rxing],
+        vec![RxingHard],
+        vec![QuircsHalf],
+        vec![RxingHalf],
+        vec![RqrrHalf],
+        vec![Quircs, Rxing],
+        vec![Quircs, RxingHard],
+        vec![QuircsHalf, RxingHalf, Quircs, Rxing],
+        vec![QuircsHalf, RxingHalf, Quircs, RxingHard],
+        vec![QuircsHalf, RxingHalf, Quircs, Rxing, Rqrr],
+        vec![QuircsHalf, RxingHalf, RqrrHalf, Quircs, Rxing],
+    ]
+    .into_iter()
+    .map(|stages| Cfg {
+        label: build(&stages).name(),
+        stages,
+    })
+    .collect();
+
+    let mut results: Vec<Vec<ResResult>> = Vec::new();
+    for cfg in &cfgs {
+        let mut dec = build(&cfg.stages);
+        let mut per_res: Vec<ResResult> =
+            resolutions.iter().map(|_| ResResult::default()).collect();
+        // warm-up (allocations, caches)
+        for f in frames.iter().take(4) {
+            let _ = dec.decode(f);
+        }
+        for (spec, frame) in specs.iter().zip(&frames) {
+            let ri = resolutions
+                .iter()
+                .position(|r| *r == (spec.width, spec.height))
+                .expect("resolution");
+            let r = &mut per_res[ri];
+            let t = Instant::now();
+            let got = dec.decode(frame);
+            r.times_ms.push(t.elapsed().as_secs_f64() * 1e3);
+            match &spec.payload {
+                None => r.false_pos += got.len(),
+                Some(p) => {
+                    let ok = got.iter().any(|d| d.payload == p.as_bytes());
+                    r.wrong += got.iter().filter(|d| d.payload != p.as_bytes()).count();
+                    for t in [
+                        r.by_class.entry(spec.class).or_default(),
+                        r.by_size.entry(spec.size).or_default(),
+                        &mut r.coded,
+                    ] {
+                        t.n += 1;
+                        t.found += ok as usize;
+                    }
+                }
+            }
+        }
+        for r in &mut per_res {
+            r.times_ms.sort_by(|a, b| a.total_cmp(b));
+        }
+        eprintln!(
+            "{:40} 720p {:>3}% median {:.2} ms",
+            cfg.label,
+            pct(&per_res[1].coded),
+            quantile(&per_res[1].times_ms, 0.5)
+        );
+        results.push(per_res);
+    }
+
+    let default_label = build(DEFAULT_CHAIN).name();
+    let mut md = String::new();
+    let n_per_res = specs.len() / resolutions.len();
+    let _ = writeln!(md, "## QR decoding (inputs)\n");
+    let _ = writeln!(
+        md,
+        "Command: `cargo bench --bench decode -- --per-cell {per_cell}` (release profile, one thread).  "
+    );
+    let _ = writeln!(
+        md,
+        "Machine: {} ({} CPUs visible, shared with other builds while measured).  ",
+        cpu_model(),
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    );
+    let _ = writeln!(
+        md,
+        "Frame set: {n_per_res} synthetic frames per resolution, generated in code \
+         (`src/input/decode/synth.rs`, seeded): 6 classes x 4 code sizes x {per_cell} frames \
+         plus {} frames without a code. Payloads alternate a plain student number \
+         (QR version 1) and a signed `ATT1:` card (version 4), EC level M. \
+         Size = code side as a share of the frame height: far 9-13 %, mid 16-24 %, \
+         near 30-42 %, close 55-75 %.  ",
+        4 * per_cell
+    );
+    let _ = writeln!(
+        md,
+        "Detection = share of coded frames whose payload was returned; wrong = payloads \
+         returned that differ from the code's; FP = codes reported in frames without one. \
+         Times are per frame over all frames of that resolution (with and without codes). \
+         Default chain: **{default_label}**.\n"
+    );
+    for (ri, (w, h)) in resolutions.iter().enumerate() {
+        let _ = writeln!(md, "### {w}x{h}\n");
+        let mut head = String::from("| decoder | detect % |");
+        let mut sep = String::from("|---|---|");
+        for c in Class::ALL.iter().filter(|c| **c != Class::Empty) {
+            head.push_str(&format!(" {} |", c.as_str()));
+            sep.push_str("---|");
+        }
+        for s in Size::ALL {
+            head.push_str(&format!(" {} |", s.as_str()));
+            sep.push_str("---|");
+        }
+        head.push_str(" median ms | p95 ms | frames/s (1 core) | wrong | FP |");
+        sep.push_str("---|---|---|---|---|");
+        let _ = writeln!(md, "{head}\n{sep}");
+        for (cfg, per_res) in cfgs.iter().zip(&results) {
+            let r = &per_res[ri];
+            let mean = r.times_ms.iter().sum::<f64>() / r.times_ms.len().max(1) as f64;
+            let mut row = format!("| {} | {} |", cfg.label, pct(&r.coded));
+            for c in Class::ALL.iter().filter(|c| **c != Class::Empty) {
+                row.push_str(&format!(
+                    " {} |",
+                    r.by_class.get(c).map(pct).unwrap_or_default()
+                ));
+            }
+            for s in Size::ALL {
+                row.push_str(&format!(
+                    " {} |",
+                    r.by_size.get(&s).map(pct).unwrap_or_default()
+                ));
+            }
+            row.push_str(&format!(
+                " {:.2} | {:.2} | {:.0} | {} | {} |",
+                quantile(&r.times_ms, 0.5),
+                quantile(&r.times_ms, 0.95),
+                1000.0 / mean,
+                r.wrong,
+                r.false_pos
+            ));
+            let _ = writeln!(md, "{row}");
+        }
+        let _ = writeln!(md);
+    }
+    std::fs::write(&out_path, &md).expect("write benchmark table");
+    eprintln!("wrote {out_path}");
+}
+
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into())
+}
