@@ -126,6 +126,11 @@ enum Command {
         #[command(subcommand)]
         command: CardsCommand,
     },
+    /// Read the QR code in each image file (PNG, JPEG, PGM) with the kiosk's decoder.
+    Decode {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -192,6 +197,11 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
     match command {
+        Command::Decode { files } => {
+            let decoder = attendance::input::decode::DecoderConfig::default();
+            attendance::input::decode::cli::run(&decoder, &files)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Run {
             config,
             simulated_clock,
