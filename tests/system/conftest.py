@@ -1,0 +1,67 @@
+"""pytest fixtures for the kiosk system tests (see kiosk_vm.py)."""
+
+import json
+import os
+import re
+import time
+from pathlib import Path
+
+import pytest
+
+from kiosk_vm import REPO, Machine
+
+BUILD = Path(os.environ.get("KIOSK_BUILD_DIR", REPO / "qemu" / "build"))
+OUT = Path(os.environ.get("KIOSK_TEST_OUT", BUILD / "system-tests"))
+FIGURES = OUT / "figures.json"
+
+
+@pytest.fixture(scope="session")
+def image() -> Path:
+    disk = BUILD / "disk.img"
+    if not disk.is_file():
+        pytest.fail(f"{disk} missing: build it with qemu/build-image (tests/system/run.sh does)")
+    return disk
+
+
+@pytest.fixture(scope="session")
+def figures():
+    """Measured figures, written to figures.json for qemu/BENCHMARKS-system.md."""
+    OUT.mkdir(parents=True, exist_ok=True)
+    data = json.loads(FIGURES.read_text()) if FIGURES.exists() else {}
+
+    def record(name, value, unit, how):
+        data[name] = {"value": round(value, 1) if isinstance(value, float) else value,
+                      "unit": unit, "how": how, "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        FIGURES.write_text(json.dumps(data, indent=2) + "\n")
+    return record
+
+
+def _workdir(request) -> Path:
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", request.node.nodeid.split("::", 1)[-1])[:80]
+    d = OUT / request.node.module.__name__ / name
+    if d.exists():
+        for f in d.iterdir():
+            f.unlink()
+    return d
+
+
+@pytest.fixture
+def machine(request, image):
+    """A fresh kiosk (new qcow2 overlay, new UEFI vars) for one test; not started."""
+    m = Machine(_workdir(request), image)
+    yield m
+    m.stop()
+
+
+@pytest.fixture(scope="module")
+def booted(request, image):
+    """One fresh kiosk booted to a healthy daemon, shared by a module's cheap checks."""
+    d = OUT / request.module.__name__ / "shared"
+    if d.exists():
+        for f in d.iterdir():
+            f.unlink()
+    m = Machine(d, image)
+    m.start()
+    m.ready_after = m.wait_healthy()
+    yield m
+    m.stop()

@@ -1,0 +1,357 @@
+"""Boot the kiosk QEMU image and talk to it: serial console, QMP, HTTP.
+
+One `Machine` is one virtual kiosk with its own disk state (a fresh qcow2
+overlay over qemu/build/disk.img) and its own UEFI variables (a copy of
+OVMF_VARS). `start()` launches QEMU (TCG, q35, 2 vCPUs, 1 GiB, i6300esb,
+virtio disk and net, hostfwd of a free 127.0.0.1 port to the guest's 8080);
+`kill()` is a power cut; `start()` again boots the same disk.
+
+Every wait has a timeout; on timeout `VmTimeout` is raised with the tail of
+the serial log, and the whole log stays in the machine's directory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import signal
+import socket
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
+OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
+ANSI = re.compile(rb"\x1b\[[0-9;?=]*[A-Za-z]")
+
+
+class VmTimeout(AssertionError):
+    pass
+
+
+class VmError(AssertionError):
+    pass
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Qmp:
+    """Minimal QMP client (one command at a time, events kept)."""
+
+    def __init__(self, path: Path, timeout: float = 30):
+        self.sock = socket.socket(socket.AF_UNIX)
+        deadline = time.time() + timeout
+        while True:
+            try:
+                self.sock.connect(str(path))
+                break
+            except (FileNotFoundError, ConnectionRefusedError):
+                if time.time() > deadline:
+                    raise VmError(f"QMP socket {path} did not come up")
+                time.sleep(0.1)
+        self.sock.settimeout(timeout)
+        self.file = self.sock.makefile("rb")
+        self.events: list[dict] = []
+        self._read()  # greeting
+        self.execute("qmp_capabilities")
+
+    def _read(self) -> dict:
+        line = self.file.readline()
+        if not line:
+            raise VmError("QMP connection closed")
+        return json.loads(line)
+
+    def execute(self, cmd: str, **args):
+        msg = {"execute": cmd}
+        if args:
+            msg["arguments"] = args
+        self.sock.sendall(json.dumps(msg).encode() + b"\n")
+        while True:
+            reply = self._read()
+            if "event" in reply:
+                self.events.append(reply)
+                continue
+            if "error" in reply:
+                raise VmError(f"QMP {cmd}: {reply['error']}")
+            return reply.get("return")
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+class Machine:
+    def __init__(self, workdir: Path, image: Path, name: str = "kiosk"):
+        self.dir = Path(workdir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.name = name
+        self.image = Path(image)
+        self.disk = self.dir / "disk.qcow2"
+        self.vars = self.dir / "OVMF_VARS.fd"
+        self.serial_log = self.dir / "serial.log"
+        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b",
+                        str(self.image), str(self.disk)], check=True)
+        self.vars.write_bytes(OVMF_VARS.read_bytes())
+        self.proc: subprocess.Popen | None = None
+        self.qmp: Qmp | None = None
+        self.port = 0
+        self.extra_drives: list[tuple[str, Path]] = []
+        self._buf = bytearray()
+        self._lock = threading.Lock()
+        self._reader: threading.Thread | None = None
+        self._serial: socket.socket | None = None
+        self.boot_mark = 0  # serial offset where the current boot started
+        self.started_at = 0.0
+        self._logged_in_at = -1
+
+    # ---- life cycle -------------------------------------------------------
+    def add_drive(self, serial: str, path: Path):
+        """A read-only raw disk visible in the guest as /dev/disk/by-id/virtio-<serial>."""
+        self.extra_drives.append((serial, Path(path)))
+
+    def start(self):
+        assert self.proc is None, "already running"
+        self.port = free_port()
+        qmp_path = self.dir / "qmp.sock"
+        ser_path = self.dir / "serial.sock"
+        for p in (qmp_path, ser_path):
+            p.unlink(missing_ok=True)
+        cmd = [
+            "qemu-system-x86_64", "-name", self.name, "-machine", "q35", "-accel", "tcg",
+            "-smp", "2", "-m", "1024", "-nodefaults", "-no-user-config",
+            "-display", "none", "-vga", "none",
+            "-drive", f"if=pflash,format=raw,readonly=on,file={OVMF_CODE}",
+            "-drive", f"if=pflash,format=raw,file={self.vars}",
+            "-drive", f"if=none,id=hd0,file={self.disk},format=qcow2",
+            "-device", "virtio-blk-pci,drive=hd0,bootindex=0",
+            "-device", "i6300esb", "-action", "watchdog=reset",
+            "-netdev", f"user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:{self.port}-:8080",
+            "-device", "virtio-net-pci,netdev=n0",
+            "-device", "qemu-xhci,id=xhci", "-device", "usb-kbd,bus=xhci.0",
+            "-qmp", f"unix:{qmp_path},server=on,wait=off",
+            "-chardev", f"socket,id=ser0,path={ser_path},server=on,wait=on",
+            "-serial", "chardev:ser0",
+        ]
+        for i, (serial, path) in enumerate(self.extra_drives):
+            cmd += ["-drive", f"if=none,id=x{i},file={path},format=raw,readonly=on",
+                    "-device", f"virtio-blk-pci,drive=x{i},serial={serial}"]
+        with open(self.dir / "qemu.log", "ab") as qlog:
+            self.proc = subprocess.Popen(cmd, stdout=qlog, stderr=subprocess.STDOUT,
+                                         start_new_session=True)
+        self.started_at = time.time()
+        s = socket.socket(socket.AF_UNIX)
+        deadline = time.time() + 30
+        while True:
+            try:
+                s.connect(str(ser_path))
+                break
+            except (FileNotFoundError, ConnectionRefusedError):
+                if self.proc.poll() is not None or time.time() > deadline:
+                    raise VmError(f"QEMU did not start: {(self.dir / 'qemu.log').read_text()[-2000:]}")
+                time.sleep(0.05)
+        self._serial = s
+        with self._lock:
+            self.boot_mark = len(self._buf)
+            self._logged_in_at = -1
+        self._reader = threading.Thread(target=self._read_serial, args=(s,), daemon=True)
+        self._reader.start()
+        self.qmp = Qmp(qmp_path)
+        self._log_note(f"QEMU started (pid {self.proc.pid}, host port {self.port})")
+
+    def _read_serial(self, s: socket.socket):
+        with open(self.serial_log, "ab") as log:
+            while True:
+                try:
+                    data = s.recv(65536)
+                except OSError:
+                    break
+                if not data:
+                    break
+                log.write(data)
+                log.flush()
+                with self._lock:
+                    self._buf += data
+
+    def _log_note(self, text: str):
+        with open(self.serial_log, "ab") as log:
+            log.write(f"\n[harness {time.strftime('%H:%M:%S')}] {text}\n".encode())
+
+    def kill(self):
+        """Power cut: SIGKILL the QEMU process (no flush, no shutdown)."""
+        if self.proc is None:
+            return
+        self._log_note("power cut: killing QEMU")
+        self.proc.kill()
+        self._cleanup()
+
+    def _cleanup(self):
+        if self.proc is not None:
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.qmp:
+            self.qmp.close()
+        if self._serial:
+            try:
+                self._serial.close()
+            except OSError:
+                pass
+        if self._reader:
+            self._reader.join(timeout=5)
+        self.proc = self.qmp = self._serial = self._reader = None
+
+    def poweroff(self, timeout: float = 120):
+        """Clean shutdown from inside the guest; waits for QEMU to exit."""
+        self._log_note("poweroff")
+        self.send_line("systemctl poweroff")
+        deadline = time.time() + timeout
+        while self.proc.poll() is None:
+            if time.time() > deadline:
+                self.fail(f"guest did not power off within {timeout:.0f} s")
+            time.sleep(0.5)
+        self._cleanup()
+
+    def reset(self):
+        """QMP system_reset: the reset button (RAM lost, disk writes in flight lost)."""
+        self._log_note("QMP system_reset")
+        self.expect_reboot()
+        self.qmp.execute("system_reset")
+
+    def expect_reboot(self):
+        """Call before anything that reboots the guest without restarting QEMU
+        (in-guest reboot, watchdog reset): later waits look at the new boot only."""
+        with self._lock:
+            self.boot_mark = len(self._buf)
+            self._logged_in_at = -1
+
+    def stop(self):
+        if self.proc is not None:
+            self.proc.kill()
+            self._cleanup()
+
+    # ---- serial console ---------------------------------------------------
+    def text(self, since: int = 0) -> str:
+        with self._lock:
+            raw = bytes(self._buf[since:])
+        return ANSI.sub(b"", raw).decode("utf-8", "replace").replace("\r", "")
+
+    def offset(self) -> int:
+        with self._lock:
+            return len(self._buf)
+
+    def tail(self, n: int = 120) -> str:
+        return "\n".join(self.serial_log.read_text(errors="replace").replace("\r", "").splitlines()[-n:])
+
+    def fail(self, msg: str):
+        raise VmTimeout(f"{msg}\n--- serial log tail ({self.serial_log}) ---\n{self.tail()}\n--- end of serial log ---")
+
+    def wait_for(self, pattern: str, timeout: float, since: int | None = None) -> re.Match:
+        rx = re.compile(pattern)
+        start = self.boot_mark if since is None else since
+        deadline = time.time() + timeout
+        while True:
+            with self._lock:
+                raw = bytes(self._buf[start:])
+            m = rx.search(ANSI.sub(b"", raw).decode("utf-8", "replace"))
+            if m:
+                return m
+            if self.proc is None or self.proc.poll() is not None:
+                self.fail(f"QEMU exited while waiting for /{pattern}/")
+            if time.time() > deadline:
+                self.fail(f"timeout after {timeout:.0f} s waiting for /{pattern}/ on the serial console")
+            time.sleep(0.2)
+
+    def send_line(self, line: str):
+        self._serial.sendall(line.encode() + b"\n")
+
+    def login(self, timeout: float = 240):
+        """Wait for the autologin shell of the current boot and make it script-friendly."""
+        with self._lock:
+            if self._logged_in_at == self.boot_mark:
+                return
+        self.wait_for(r"root@kiosk:~# ", timeout)
+        token = secrets.token_hex(4)
+        deadline = time.time() + 60
+        while True:
+            mark = self.offset()
+            self.send_line(f"stty -echo; export TERM=dumb PS1=''; bind 'set enable-bracketed-paste off' 2>/dev/null;"
+                           f" printf '@@%s@@\\n' ready-{token}")
+            try:
+                self.wait_for(f"@@ready-{token}@@", 10, since=mark)
+                break
+            except VmTimeout:
+                if time.time() > deadline:
+                    raise
+        with self._lock:
+            self._logged_in_at = self.boot_mark
+
+    def sh(self, cmd: str, timeout: float = 60, check: bool = True) -> tuple[int, str]:
+        """Run a shell command on the serial console; returns (exit status, output)."""
+        self.login()
+        token = secrets.token_hex(4)
+        mark = self.offset()
+        self.send_line(f"printf '@@B%s@@\\n' {token}; {cmd}; printf '\\n@@E%s:%d@@\\n' {token} $?")
+        m = self.wait_for(rf"@@B{token}@@\n(.*?)\n?@@E{token}:(\d+)@@", timeout, since=mark)
+        rc, out = int(m.group(2)), m.group(1)
+        if check and rc != 0:
+            self.fail(f"guest command failed (exit {rc}): {cmd}\n{out}")
+        return rc, out
+
+    def rauc_status(self) -> tuple[str, dict]:
+        """(booted bootname, {slot name: slot info}) from `rauc status --output-format=json`."""
+        _, out = self.sh("rauc status --detailed --output-format=json 2>/dev/null", timeout=90)
+        line = [l for l in out.splitlines() if l.startswith("{")]
+        if not line:
+            self.fail(f"rauc status gave no JSON: {out}")
+        st = json.loads(line[-1])
+        slots = {}
+        for entry in st["slots"]:
+            for name, info in entry.items():
+                slots[name] = info
+        return st.get("booted"), slots
+
+    # ---- HTTP to the daemon --------------------------------------------------
+    def http_get(self, path: str, timeout: float = 5) -> tuple[int, bytes]:
+        url = f"http://127.0.0.1:{self.port}{path}"
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as r:
+                return r.status, r.read()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read()
+
+    def wait_healthy(self, timeout: float = 240) -> float:
+        """Poll GET /health from the host until 200; returns seconds since QEMU start."""
+        deadline = time.time() + timeout
+        last = "no answer"
+        while time.time() < deadline:
+            if self.proc is None or self.proc.poll() is not None:
+                self.fail("QEMU exited while waiting for /health")
+            try:
+                status, body = self.http_get("/health", timeout=3)
+                if status == 200:
+                    return time.time() - self.started_at
+                last = f"{status} {body[:300]!r}"
+            except (OSError, urllib.error.URLError) as e:
+                last = str(e)
+            time.sleep(0.5)
+        self.fail(f"/health not 200 within {timeout:.0f} s (last: {last})")
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
