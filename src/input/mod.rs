@@ -7,6 +7,7 @@
 //! frames, a replay source waits).
 
 pub mod decode;
+pub mod hid;
 pub mod replay;
 
 use std::future::Future;
