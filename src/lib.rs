@@ -8,6 +8,7 @@ pub mod clock;
 pub mod config;
 pub mod demo;
 pub mod domain;
+pub mod evidence;
 pub mod feedback;
 pub mod http;
 pub mod input;
