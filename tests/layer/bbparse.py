@@ -1,0 +1,303 @@
+"""Parse meta-attendance with bitbake's own parser (the `bb` library that the
+bitbake-setup package ships), the way bitbake parses a layer:
+
+  conf/layer.conf -> conf/distro/attendance.conf -> each kas local_conf_header
+  -> every .bb (with its .bbappend files) and every .bbappend (on a stand-in
+  base recipe), for each MACHINE, then bitbake's finalize (deferred inherits,
+  key expansion, anonymous python, task setup), then expansion of every
+  variable the layer sets.
+
+Classes the recipes inherit come from other layers (oe-core, meta-rauc) that
+are not available offline; they are replaced by empty stand-ins, but only for
+the class names listed in UPSTREAM_CLASSES (each checked to exist upstream on
+the pinned wrynose commits). Any other inherit fails the parse, so a typo in a
+class name is caught. Syntax errors, the old override syntax (FOO_append)
+and python errors in inline expansions all fail it.
+"""
+from __future__ import annotations
+
+import glob
+import logging
+import os
+import pathlib
+import tempfile
+
+# The bitbake-setup wheel ships bitbake's `bb` package but not `hashserv`,
+# which bb.siggen imports for the hash-equivalence server. Parsing with the
+# "noop" signature handler never talks to it: empty modules satisfy the import.
+import sys
+import types
+
+for _mod in ("hashserv", "hashserv.client"):
+    sys.modules.setdefault(_mod, types.ModuleType(_mod))
+sys.modules["hashserv"].client = sys.modules["hashserv.client"]
+
+import bb  # noqa: E402
+import bb.data  # noqa: E402
+import bb.event  # noqa: E402
+import bb.parse  # noqa: E402
+import bb.parse.ast  # noqa: E402
+import bb.siggen  # noqa: E402
+import bb.utils  # noqa: E402
+import yaml  # noqa: E402
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+LAYER = REPO / "meta-attendance"
+MACHINES = ("qemux86-64", "raspberrypi4-64")
+
+# Class name -> where it lives upstream (all on the wrynose branches pinned in
+# recipes/common.yml). Stand-ins are empty, except what the layer's own
+# parse-time logic reads from them.
+UPSTREAM_CLASSES = {
+    "allarch": "openembedded-core meta/classes-recipe/allarch.bbclass",
+    "bundle": "meta-rauc classes-recipe/bundle.bbclass",
+    "cargo": "openembedded-core meta/classes-recipe/cargo.bbclass",
+    "cargo-update-recipe-crates": "openembedded-core meta/classes-recipe/cargo-update-recipe-crates.bbclass",
+    "core-image": "openembedded-core meta/classes-recipe/core-image.bbclass",
+    "deploy": "openembedded-core meta/classes-recipe/deploy.bbclass",
+    "externalsrc": "openembedded-core meta/classes/externalsrc.bbclass",
+    "nopackages": "openembedded-core meta/classes-recipe/nopackages.bbclass",
+    "systemd": "openembedded-core meta/classes-recipe/systemd.bbclass",
+    "useradd": "openembedded-core meta/classes-recipe/useradd.bbclass",
+}
+
+# Just enough of oe-core's bitbake.conf for the layer's expansions.
+BITBAKE_CONF = r"""
+TOPDIR = "{topdir}"
+TMPDIR = "${{TOPDIR}}/tmp"
+BBPATH = "{stubs}"
+MACHINE = "{machine}"
+DISTRO = "attendance"
+TARGET_ARCH = "{arch}"
+TARGET_OS = "linux"
+MACHINEOVERRIDES = "{machine_overrides}"
+DISTROOVERRIDES = "${{DISTRO}}"
+OVERRIDES = "${{TARGET_OS}}:${{TARGET_ARCH}}:pn-${{PN}}:${{MACHINEOVERRIDES}}:${{DISTROOVERRIDES}}:class-target:forcevariable"
+PN = "${{@bb.parse.vars_from_file(d.getVar('FILE', False),d)[0] or 'defaultpkgname'}}"
+PV = "${{@bb.parse.vars_from_file(d.getVar('FILE', False),d)[1] or '1.0'}}"
+PR = "r0"
+BPN = "${{PN}}"
+BP = "${{BPN}}-${{PV}}"
+FILE_DIRNAME = "${{@os.path.dirname(d.getVar('FILE', False))}}"
+FILESPATH = "${{FILE_DIRNAME}}/${{BP}}:${{FILE_DIRNAME}}/${{BPN}}:${{FILE_DIRNAME}}/files"
+FILESEXTRAPATHS ?= "__default:"
+WORKDIR = "${{TMPDIR}}/work/${{PN}}/${{PV}}"
+UNPACKDIR = "${{WORKDIR}}/sources"
+S = "${{UNPACKDIR}}/${{BP}}"
+B = "${{S}}"
+D = "${{WORKDIR}}/image"
+T = "${{WORKDIR}}/temp"
+DEPLOYDIR = "${{WORKDIR}}/deploy"
+DEPLOY_DIR_IMAGE = "${{TMPDIR}}/deploy/images/${{MACHINE}}"
+COREBASE = "/oe-core"
+COMMON_LICENSE_DIR = "${{COREBASE}}/meta/files/common-licenses"
+prefix = "/usr"
+exec_prefix = "/usr"
+bindir = "/usr/bin"
+sbindir = "/usr/sbin"
+libdir = "/usr/lib"
+libexecdir = "/usr/libexec"
+nonarch_libdir = "/usr/lib"
+sysconfdir = "/etc"
+datadir = "/usr/share"
+systemd_unitdir = "/usr/lib/systemd"
+systemd_system_unitdir = "/usr/lib/systemd/system"
+sysusersdir = "/usr/lib/sysusers.d"
+PACKAGES = "${{PN}}"
+FILES:${{PN}} = ""
+DEPENDS = ""
+RDEPENDS:${{PN}} = ""
+SRC_URI = ""
+IMAGE_FSTYPES = ""
+BB_SIGNATURE_HANDLER = "noop"
+DISTRO_VERSION = "0"
+"""
+
+
+class ParseFailure(Exception):
+    pass
+
+
+class _Collect(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.records: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(self.format(record))
+
+
+def _stubs(root: pathlib.Path) -> None:
+    for sub in ("classes", "classes-recipe", "classes-global", "conf"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    for name in UPSTREAM_CLASSES:
+        (root / "classes-recipe" / f"{name}.bbclass").write_text(f"# stand-in for {UPSTREAM_CLASSES[name]}\n")
+    (root / "classes" / "base.bbclass").write_text("# stand-in for oe-core base.bbclass\n")
+
+
+def _arch(machine: str) -> str:
+    return {"qemux86-64": "x86_64", "raspberrypi4-64": "aarch64"}[machine]
+
+
+def _machine_overrides(machine: str) -> str:
+    if machine == "raspberrypi4-64":
+        return "aarch64:armv8a:rpi:raspberrypi4-64"
+    return "x86-64:qemuall:qemux86-64"
+
+
+def base_config(machine: str, tmp: pathlib.Path) -> "bb.data_smart.DataSmart":
+    stubs = tmp / "stubs"
+    _stubs(stubs)
+    conf = BITBAKE_CONF.format(
+        topdir=tmp / "build",
+        stubs=f"{stubs}:{LAYER}",
+        machine=machine,
+        arch=_arch(machine),
+        machine_overrides=_machine_overrides(machine),
+    )
+    bbconf = stubs / "conf" / "bitbake.conf"
+    bbconf.write_text(conf)
+
+    d = bb.data.init()
+    d.enableTracking()  # variable history: which file set what
+    d.setVar("__bbclasstype", "global")
+    d.setVar("BBPATH", str(stubs))
+    bb.parse.init_parser(d)
+    d = bb.parse.handle(str(bbconf), d, True)
+
+    # conf/layer.conf as bitbake's cooker reads it (LAYERDIR set around it).
+    d.setVar("LAYERDIR", str(LAYER))
+    d.setVar("LAYERDIR_RE", str(LAYER))
+    d = bb.parse.handle(str(LAYER / "conf" / "layer.conf"), d, True)
+    d.delVar("LAYERDIR")
+    d.delVar("LAYERDIR_RE")
+    d.setVar("BBPATH", f"{stubs}:{LAYER}")
+
+    d = bb.parse.handle(str(LAYER / "conf" / "distro" / "attendance.conf"), d, True)
+
+    # The kas files' local.conf fragments.
+    for kas in sorted((REPO / "recipes").glob("*.yml")):
+        cfg = yaml.safe_load(kas.read_text())
+        for name, text in (cfg.get("local_conf_header") or {}).items():
+            frag = tmp / f"local-{kas.stem}-{name}.conf"
+            frag.write_text(text)
+            d = bb.parse.handle(str(frag), d, True)
+    return d
+
+
+def layer_files() -> tuple[list[pathlib.Path], list[pathlib.Path]]:
+    recipes = sorted(LAYER.glob("recipes-*/*/*.bb"))
+    appends = sorted(LAYER.glob("recipes-*/*/*.bbappend")) + sorted(LAYER.glob("dynamic-layers/*/*/*/*.bbappend"))
+    return recipes, appends
+
+
+def _expand_layer_vars(d, fn: str, prefixes: tuple[str, ...]) -> None:
+    """Expand every variable and flag value that a layer file set."""
+    for var in list(d.keys()):
+        hist = d.varhistory.variable(var)
+        if not any(str(h.get("file", "")).startswith(prefixes) for h in hist):
+            continue
+        if d.getVarFlag(var, "func", False):
+            continue  # shell/python task bodies are not expanded at parse time
+        try:
+            d.getVar(var)
+            for flag in (d.getVarFlags(var) or {}):
+                if not flag.startswith("_"):
+                    d.getVarFlag(var, flag)
+        except Exception as e:  # bb.data_smart.ExpansionError and friends
+            raise ParseFailure(f"{fn}: expanding {var}: {e}") from e
+
+
+def parse_recipe(
+    recipe: pathlib.Path, appends: list[pathlib.Path], base, label: str | None = None, prefixes: tuple[str, ...] = ()
+) -> dict:
+    d = bb.data.createCopy(base)
+    d.setVar("__bbclasstype", "recipe")
+    if appends:
+        d.setVar("__BBAPPEND", " ".join(str(a) for a in appends))
+    log = _Collect()
+    bblogger = logging.getLogger("BitBake")
+    bblogger.addHandler(log)
+    try:
+        datastores = bb.parse.handle(str(recipe), d, 0)
+    except bb.BBHandledException as e:
+        raise ParseFailure(f"{label or recipe}: {'; '.join(log.records) or e}") from e
+    except bb.parse.ParseError as e:
+        raise ParseFailure(f"{label or recipe}: {e}") from e
+    except Exception as e:
+        raise ParseFailure(f"{label or recipe}: {type(e).__name__}: {e} {'; '.join(log.records)}") from e
+    finally:
+        bblogger.removeHandler(log)
+    if log.records:
+        raise ParseFailure(f"{label or recipe}: {'; '.join(log.records)}")
+    main = datastores[""]
+    if main.getVar("__SKIPPED"):
+        return {"skipped": main.getVar("__SKIPPED"), "d": main}
+    _expand_layer_vars(main, label or str(recipe), (str(LAYER), *prefixes))
+    return {"skipped": None, "d": main}
+
+
+def appends_for(recipe_pn_pv: str, appends: list[pathlib.Path]) -> list[pathlib.Path]:
+    out = []
+    for a in appends:
+        stem = a.name[: -len(".bbappend")]
+        if stem == recipe_pn_pv or (stem.endswith("%") and recipe_pn_pv.startswith(stem[:-1])):
+            out.append(a)
+    return out
+
+
+def parse_append_alone(append: pathlib.Path, base, tmp: pathlib.Path) -> dict:
+    """Parse a .bbappend of an upstream recipe on top of a stand-in recipe."""
+    stem = append.name[: -len(".bbappend")]
+    name = stem.replace("%", "1.0") if "_" in stem else f"{stem}_1.0"
+    fake = tmp / "standin" / append.parent.name / f"{name}.bb"
+    fake.parent.mkdir(parents=True, exist_ok=True)
+    fake.write_text('SUMMARY = "stand-in for the upstream recipe"\nLICENSE = "MIT"\n')
+    return parse_recipe(fake, [append], base, label=str(append.relative_to(REPO)))
+
+
+def parse_layer(machine: str) -> list[str]:
+    """Parse everything for one machine; return the list of checked files."""
+    checked = []
+    with tempfile.TemporaryDirectory() as t:
+        tmp = pathlib.Path(t)
+        base = base_config(machine, tmp)
+        checked += ["meta-attendance/conf/layer.conf", "meta-attendance/conf/distro/attendance.conf"]
+        recipes, appends = layer_files()
+        own_appends = set()
+        for r in recipes:
+            mine = appends_for(r.stem, appends)
+            own_appends.update(mine)
+            parse_recipe(r, mine, base)
+            checked.append(str(r.relative_to(REPO)))
+            checked += [str(a.relative_to(REPO)) for a in mine]
+        for a in appends:
+            if a in own_appends:
+                continue
+            parse_append_alone(a, base, tmp)
+            checked.append(str(a.relative_to(REPO)))
+    return checked
+
+
+def parse_text(text: str, machine: str = "qemux86-64", name: str = "selftest_1.0.bb") -> dict:
+    """Parse a recipe given as text (for the harness' own tests)."""
+    with tempfile.TemporaryDirectory() as t:
+        tmp = pathlib.Path(t)
+        base = base_config(machine, tmp)
+        f = tmp / name
+        f.write_text(text)
+        return parse_recipe(f, [], base, prefixes=(str(tmp),))
+
+
+if __name__ == "__main__":
+    import sys
+
+    bad = 0
+    for m in MACHINES:
+        try:
+            files = parse_layer(m)
+            print(f"{m}: parsed {len(files)} files")
+        except ParseFailure as e:
+            bad += 1
+            print(f"{m}: {e}")
+    sys.exit(1 if bad else 0)

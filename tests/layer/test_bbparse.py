@@ -1,0 +1,40 @@
+"""Every .bb/.bbappend/.conf of the layer parses with bitbake's own parser."""
+import pytest
+
+import bbparse
+
+
+@pytest.mark.parametrize("machine", bbparse.MACHINES)
+def test_layer_parses(machine):
+    checked = set(bbparse.parse_layer(machine))
+    recipes, appends = bbparse.layer_files()
+    repo = bbparse.REPO
+    assert {str(f.relative_to(repo)) for f in recipes + appends} <= checked
+    assert {"meta-attendance/conf/layer.conf", "meta-attendance/conf/distro/attendance.conf"} <= checked
+    assert len(recipes) >= 7 and len(appends) >= 5
+
+
+def test_every_bbappend_targets_a_pattern_upstream_has():
+    _, appends = bbparse.layer_files()
+    names = {a.name for a in appends}
+    assert {"rauc-conf.bbappend", "rauc_%.bbappend", "grub-efi_%.bbappend", "linux-yocto_%.bbappend"} <= names
+
+
+@pytest.mark.parametrize(
+    "text, why",
+    [
+        ('LICENSE = "MIT"\nSRC_URI_append = " file://x"\n', "old override syntax"),
+        ('LICENSE = "MIT"\ndo_install() {\n    true\n', "unclosed function"),
+        ("inherit cargo-updat-recipe-crates\n", "unknown class"),
+        ('FOO = "${@1/0}"\n', "broken inline python"),
+        ('FOO = "unterminated\n', "syntax error"),
+    ],
+)
+def test_parser_rejects(text, why):
+    with pytest.raises(bbparse.ParseFailure):
+        bbparse.parse_text(text)
+
+
+def test_parser_accepts_a_good_recipe():
+    r = bbparse.parse_text('LICENSE = "MIT"\ninherit systemd\nSRC_URI:append:attendance = " file://x"\n')
+    assert r["d"].getVar("SRC_URI").split() == ["file://x"]
