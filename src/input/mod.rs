@@ -6,6 +6,7 @@
 //! busy the channel fills and the source decides what to drop (a camera drops
 //! frames, a replay source waits).
 
+pub mod camera;
 pub mod decode;
 pub mod hid;
 pub mod replay;
