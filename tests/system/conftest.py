@@ -6,7 +6,14 @@ import re
 import time
 from pathlib import Path
 
+import signal
+import sys
+
 import pytest
+
+# `timeout` and CI cancel with SIGTERM: exit through Python so kiosk_vm's
+# atexit handler kills the QEMU processes.
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
 from kiosk_vm import REPO, Machine
 

@@ -12,6 +12,7 @@ the serial log, and the whole log stays in the machine's directory.
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import re
@@ -29,6 +30,17 @@ REPO = Path(__file__).resolve().parents[2]
 OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
 OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
 ANSI = re.compile(rb"\x1b\[[0-9;?=]*[A-Za-z]")
+
+
+_RUNNING: set = set()
+
+
+@atexit.register
+def _kill_leftovers():
+    """Never leave a QEMU behind when the test process ends, however it ends."""
+    for proc in list(_RUNNING):
+        if proc.poll() is None:
+            proc.kill()
 
 
 class VmTimeout(AssertionError):
@@ -150,6 +162,7 @@ class Machine:
         with open(self.dir / "qemu.log", "ab") as qlog:
             self.proc = subprocess.Popen(cmd, stdout=qlog, stderr=subprocess.STDOUT,
                                          start_new_session=True)
+        _RUNNING.add(self.proc)
         self.started_at = time.time()
         s = socket.socket(socket.AF_UNIX)
         deadline = time.time() + 30
@@ -212,6 +225,7 @@ class Machine:
                 pass
         if self._reader:
             self._reader.join(timeout=5)
+        _RUNNING.discard(self.proc)
         self.proc = self.qmp = self._serial = self._reader = None
 
     def poweroff(self, timeout: float = 120):
@@ -266,7 +280,7 @@ class Machine:
         while True:
             with self._lock:
                 raw = bytes(self._buf[start:])
-            m = rx.search(ANSI.sub(b"", raw).decode("utf-8", "replace"))
+            m = rx.search(ANSI.sub(b"", raw).decode("utf-8", "replace").replace("\r", ""))
             if m:
                 return m
             if self.proc is None or self.proc.poll() is not None:
@@ -305,7 +319,7 @@ class Machine:
         token = secrets.token_hex(4)
         mark = self.offset()
         self.send_line(f"printf '@@B%s@@\\n' {token}; {cmd}; printf '\\n@@E%s:%d@@\\n' {token} $?")
-        m = self.wait_for(rf"@@B{token}@@\n(.*?)\n?@@E{token}:(\d+)@@", timeout, since=mark)
+        m = self.wait_for(rf"(?s)@@B{token}@@\n(.*?)\n?@@E{token}:(\d+)@@", timeout, since=mark)
         rc, out = int(m.group(2)), m.group(1)
         if check and rc != 0:
             self.fail(f"guest command failed (exit {rc}): {cmd}\n{out}")
@@ -323,6 +337,42 @@ class Machine:
             for name, info in entry.items():
                 slots[name] = info
         return st.get("booted"), slots
+
+    def extract_data_files(self, paths: list[str], dest: Path) -> dict[str, Path]:
+        """Copy files out of the data partition of the stopped machine's disk.
+
+        The partition is copied (qemu-img dd), its journal replayed on the copy
+        (e2fsck, as the kernel would at mount) and the files dumped with
+        debugfs. Paths are relative to /data; missing files are left out.
+        """
+        assert self.proc is None, "stop the machine first"
+        layout = json.loads((REPO / "qemu" / "layout.json").read_text())
+        start = layout.get("alignment_mib", 1)
+        for p in layout["partitions"]:
+            if p["name"] == "data":
+                size = p["size_mib"]
+                break
+            start += p["size_mib"]
+        dest.mkdir(parents=True, exist_ok=True)
+        raw = dest / "data.raw"
+        raw.unlink(missing_ok=True)
+        subprocess.run(["qemu-img", "dd", "-f", "qcow2", "-O", "raw", "bs=1M", f"skip={start}",
+                        f"count={size}", f"if={self.disk}", f"of={raw}"], check=True)
+        fsck = subprocess.run(["e2fsck", "-fy", str(raw)], capture_output=True, text=True)
+        if fsck.returncode > 1:
+            raise VmError(f"e2fsck of the data partition exited {fsck.returncode}:\n{fsck.stdout}{fsck.stderr}")
+        got = {}
+        for p in paths:
+            out = dest / Path(p).name
+            out.unlink(missing_ok=True)
+            subprocess.run(["debugfs", "-R", f"dump /{p.lstrip('/')} {out}", str(raw)],
+                           check=True, capture_output=True)
+            if out.exists() and out.stat().st_size > 0:
+                got[p] = out
+            else:
+                out.unlink(missing_ok=True)
+        raw.unlink()
+        return got
 
     # ---- HTTP to the daemon --------------------------------------------------
     def http_get(self, path: str, timeout: float = 5) -> tuple[int, bytes]:

@@ -27,14 +27,14 @@ fi
 mkdir -p "$out"
 rm -f "$out/junit.xml"
 set +e
-cd "$here" && python3 -m pytest -p no:cacheprovider -v -rfE --junitxml="$out/junit.xml" "$@"
+cd "$here" && /usr/bin/python3 -m pytest -p no:cacheprovider -v -rfE --junitxml="$out/junit.xml" "$@"
 rc=$?
 set -e
 if [ ! -f "$out/junit.xml" ]; then
     echo "system: 0 passed, 1 failed"
     exit 1
 fi
-python3 - "$out/junit.xml" "$rc" "$start" <<'EOF'
+/usr/bin/python3 - "$out/junit.xml" "$rc" "$start" <<'EOF'
 import sys, time, xml.etree.ElementTree as ET
 root = ET.parse(sys.argv[1]).getroot()
 suites = [root] if root.tag == "testsuite" else root.findall("testsuite")

@@ -66,8 +66,10 @@ def test_service_watchdog_restarts_a_stopped_daemon(booted, figures):
     elapsed = time.time() - t0
     _, journal = booted.sh("journalctl -b -u attendance.service --no-pager | grep -i 'watchdog timeout' | tail -1")
     assert "watchdog" in journal.lower(), journal
-    # killed for the watchdog no earlier than WatchdogSec after the stop
-    assert elapsed >= WATCHDOG_SEC - 5, elapsed
+    # the watchdog fires at most WatchdogSec after the last keep-alive, i.e.
+    # within WatchdogSec of the stop; the rest is RestartSec=2 and the new
+    # daemon's start up to READY under TCG.
+    assert elapsed <= WATCHDOG_SEC + 60, elapsed
     booted.wait_healthy(timeout=120)
     figures("service_watchdog_restart_s", elapsed, "s",
             "SIGSTOP of the daemon to a new READY daemon (WatchdogSec=30, RestartSec=2) (tests/system test_service_watchdog)")
