@@ -5,8 +5,10 @@
 //! implementation must return quickly (it runs on the scan path): hardware
 //! adapters hand the pattern to their own task and return.
 
-use crate::domain::rules::{RejectReason, ScanKind};
+pub mod leds;
+
 use crate::domain::record::AttendanceStatus;
+use crate::domain::rules::{RejectReason, ScanKind};
 
 /// What the student should be told.
 #[derive(Debug, Clone, PartialEq, Eq)]
