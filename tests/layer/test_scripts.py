@@ -104,3 +104,81 @@ def test_data_init_without_partition_fails_clearly(tmp_path):
     env = dict(os.environ, DATA_LABEL="no-such-label-here", WAIT_SECS="1")
     r = run([LIBEXEC / "data-init"], env=env)
     assert r.returncode == 1 and "no partition with file-system label" in r.stderr
+
+
+def fake_disk(tmp: pathlib.Path, dev: str, parts: dict, disk_sectors: int) -> pathlib.Path:
+    """A sysfs block tree: a disk named after the loop device's prefix
+    ('loop') whose partitions are the given {name: (number, start, size)}."""
+    part = pathlib.Path(dev).name
+    disk = part.rstrip("0123456789")
+    root = tmp / "sys"
+    ddir = root / "devices" / disk
+    ddir.mkdir(parents=True)
+    (ddir / "size").write_text(f"{disk_sectors}\n")
+    for name, (num, start, size) in parts.items():
+        (ddir / name).mkdir()
+        (ddir / name / "partition").write_text(f"{num}\n")
+        (ddir / name / "start").write_text(f"{start}\n")
+        (ddir / name / "size").write_text(f"{size}\n")
+    cls = root / "class"
+    cls.mkdir()
+    (cls / disk).symlink_to(ddir)
+    for name in parts:
+        (cls / name).symlink_to(ddir / name)
+    return cls
+
+
+@pytest.fixture
+def recorded_tools(tmp_path):
+    """sfdisk and partx that record their arguments instead of repartitioning."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    log = tmp_path / "calls.log"
+    for tool in ("sfdisk", "partx"):
+        f = bindir / tool
+        f.write_text(f'#!/bin/sh\necho "{tool} $*" >> "{log}"\n'
+                     f'[ -t 0 ] || sed "s/^/  stdin: /" >> "{log}"\nexit 0\n')
+        f.chmod(0o755)
+    return bindir, log
+
+
+def grow(dev, sysfs, bindir):
+    env = dict(os.environ, DATA_DEVICE=dev, WAIT_SECS="1", SYSFS_BLOCK=str(sysfs),
+               PATH=f"{bindir}:{os.environ['PATH']}")
+    return run([LIBEXEC / "data-init"], env=env)
+
+
+def test_data_init_grows_the_last_partition(loopdev, tmp_path, recorded_tools):
+    bindir, log = recorded_tools
+    assert run(["mkfs.ext4", "-q", "-L", "data", loopdev]).returncode == 0
+    part = pathlib.Path(loopdev).name
+    # partitions 1-3 before ours; ours (4) ends 1 GiB before the end of the disk
+    parts = {"loop91": (1, 2048, 8192), "loop92": (2, 10240, 8192), part: (4, 18432, 65536)}
+    sysfs = fake_disk(tmp_path, loopdev, parts, 18432 + 65536 + 2097152)
+    r = grow(loopdev, sysfs, bindir)
+    assert r.returncode == 0, r.stderr
+    calls = log.read_text()
+    assert "sfdisk --quiet --no-reread --no-tell-kernel -N 4 /dev/loop" in calls
+    assert "stdin: , +" in calls
+    assert "partx --update --nr 4 /dev/loop" in calls
+    assert "growing partition 4" in r.stderr
+
+
+def test_data_init_does_not_grow_a_partition_that_fills_the_disk(loopdev, tmp_path, recorded_tools):
+    bindir, log = recorded_tools
+    assert run(["mkfs.ext4", "-q", "-L", "data", loopdev]).returncode == 0
+    part = pathlib.Path(loopdev).name
+    sysfs = fake_disk(tmp_path, loopdev, {part: (4, 2048, 65536)}, 2048 + 65536 + 34)
+    r = grow(loopdev, sysfs, bindir)
+    assert r.returncode == 0, r.stderr
+    assert not log.exists() and "already fills" in r.stderr
+
+
+def test_data_init_does_not_grow_when_a_partition_follows(loopdev, tmp_path, recorded_tools):
+    bindir, log = recorded_tools
+    assert run(["mkfs.ext4", "-q", "-L", "data", loopdev]).returncode == 0
+    part = pathlib.Path(loopdev).name
+    sysfs = fake_disk(tmp_path, loopdev, {part: (3, 2048, 65536), "loop99": (4, 67584, 8192)}, 4 << 21)
+    r = grow(loopdev, sysfs, bindir)
+    assert r.returncode == 0, r.stderr
+    assert not log.exists() and "not the last partition" in r.stderr

@@ -23,6 +23,13 @@ inherit cargo cargo-update-recipe-crates systemd useradd
 # `bitbake -c update_crates attendance`).
 require ${BPN}-crates.inc
 
+# The camera's V4L2 bindings (v4l2-sys-mit) run bindgen in their build
+# script, which loads libclang; point it at clang-native and at the target
+# sysroot the way oe-core's meson class does for bindgen.
+DEPENDS += "clang-native"
+export LIBCLANG_PATH = "${STAGING_LIBDIR_NATIVE}"
+export BINDGEN_EXTRA_CLANG_ARGS = "${HOST_CC_ARCH}${TOOLCHAIN_OPTIONS} --target=${TARGET_SYS}"
+
 # Only the product binary (not benchmarks or helper binaries).
 CARGO_BUILD_FLAGS:append = " --bin attendance"
 
