@@ -62,7 +62,9 @@ def test_contract_values_of_the_daemon_unit():
     assert s["ExecStart"] == "/usr/bin/attendance run"
     assert s["User"] == s["Group"] == "attendance"
     assert s["SupplementaryGroups"].split() == ["video", "input"]
-    assert s["ReadWritePaths"] == "/data/attendance"
+    assert multi("attendance.service", "Service", "ReadWritePaths")[0] == "/data/attendance"
+    assert all(p == "/data/attendance" or p.startswith("-/sys/devices/")
+               for p in multi("attendance.service", "Service", "ReadWritePaths")), "writes outside /data/attendance"
     for limit in ("MemoryMax", "CPUQuota", "TasksMax"):
         assert s.get(limit), f"{limit} missing"
     assert int(s["TimeoutStopSec"]) > 10  # the daemon stops within 10 s
@@ -182,6 +184,17 @@ def test_install_sh(tmp_path, target):
     assert (wants / "sysinit.target.wants/attendance-machine-id.service").is_symlink()
     assert (tmp_path / "etc/machine-id").read_text() == ""
     assert not (tmp_path / "etc/attendance/config.json").exists()
+
+
+def test_led_rule_matches_the_unit_user():
+    rule = (ROOTFS / "usr/lib/udev/rules.d/70-attendance-leds.rules").read_text()
+    assert 'SUBSYSTEM=="leds"' in rule
+    group = unit("attendance.service")["Service"]["Group"]
+    assert f"chgrp {group} /sys%p/brightness /sys%p/trigger" in rule
+    for line in rule.splitlines():
+        if line and not line.startswith("#"):
+            for exe in __import__("re").findall(r'RUN\+="(\S+)', line):
+                assert exe.startswith("/usr/bin/") and os.path.exists(exe), exe
 
 
 def test_install_sh_rejects_unknown_target(tmp_path):

@@ -50,6 +50,9 @@ do_install() {
     install -m 0644 ${S}/usr/lib/systemd/system-preset/80-attendance.preset \
         ${D}${systemd_unitdir}/system-preset/
 
+    install -d ${D}${nonarch_libdir}/udev/rules.d
+    install -m 0644 ${S}/usr/lib/udev/rules.d/70-attendance-leds.rules ${D}${nonarch_libdir}/udev/rules.d/
+
     install -d ${D}${libexecdir}/attendance
     install -m 0755 ${S}/usr/libexec/attendance/data-init ${D}${libexecdir}/attendance/
     install -m 0755 ${S}/usr/libexec/attendance/machine-id ${D}${libexecdir}/attendance/
@@ -60,7 +63,7 @@ do_install() {
 
 FILES:${PN} += "${systemd_system_unitdir} ${systemd_unitdir}/system.conf.d \
                 ${systemd_unitdir}/journald.conf.d ${systemd_unitdir}/system-preset \
-                ${libexecdir}/attendance /data /boot"
+                ${libexecdir}/attendance ${nonarch_libdir}/udev/rules.d /data /boot"
 
 RDEPENDS:${PN} = "e2fsprogs-e2fsck e2fsprogs-mke2fs e2fsprogs-resize2fs \
                   util-linux-blkid util-linux-mount util-linux-partx util-linux-sfdisk"
