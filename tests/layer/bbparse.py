@@ -58,7 +58,8 @@ UPSTREAM_CLASSES = {
     "externalsrc": "openembedded-core meta/classes/externalsrc.bbclass",
     "nopackages": "openembedded-core meta/classes-recipe/nopackages.bbclass",
     "systemd": "openembedded-core meta/classes-recipe/systemd.bbclass",
-    "useradd": "openembedded-core meta/classes-recipe/useradd.bbclass",
+    "useradd": "openembedded-core meta/classes/useradd.bbclass",
+    "rm_work": "openembedded-core meta/classes/rm_work.bbclass",
 }
 
 # Just enough of oe-core's bitbake.conf for the layer's expansions.
@@ -130,8 +131,9 @@ class _Collect(logging.Handler):
 def _stubs(root: pathlib.Path) -> None:
     for sub in ("classes", "classes-recipe", "classes-global", "conf"):
         (root / sub).mkdir(parents=True, exist_ok=True)
-    for name in UPSTREAM_CLASSES:
-        (root / "classes-recipe" / f"{name}.bbclass").write_text(f"# stand-in for {UPSTREAM_CLASSES[name]}\n")
+    for name, where in UPSTREAM_CLASSES.items():
+        subdir = where.split()[1].split("/")[-2]  # classes, classes-recipe, classes-global
+        (root / subdir / f"{name}.bbclass").write_text(f"# stand-in for {where}\n")
     (root / "classes" / "base.bbclass").write_text("# stand-in for oe-core base.bbclass\n")
 
 
@@ -182,6 +184,11 @@ def base_config(machine: str, tmp: pathlib.Path) -> "bb.data_smart.DataSmart":
             frag = tmp / f"local-{kas.stem}-{name}.conf"
             frag.write_text(text)
             d = bb.parse.handle(str(frag), d, True)
+
+    # Global classes, as bitbake's cooker inherits them after the
+    # configuration: an INHERIT of a class that does not exist fails here.
+    for cls in (d.getVar("INHERIT") or "").split():
+        bb.parse.BBHandler.inherit(cls, "INHERIT", 0, d)
     return d
 
 

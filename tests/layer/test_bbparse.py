@@ -35,6 +35,22 @@ def test_parser_rejects(text, why):
         bbparse.parse_text(text)
 
 
+def test_unknown_global_class_is_rejected(tmp_path, monkeypatch):
+    import bb
+
+    conf = bbparse.LAYER / "conf" / "distro" / "attendance.conf"
+    bad = tmp_path / "attendance.conf"
+    bad.write_text(conf.read_text() + '\nINHERIT += "reproducible_build"\n')
+    real_handle = bb.parse.handle
+
+    def handle(fn, d, include=0, baseconfig=False):
+        return real_handle(str(bad) if str(fn) == str(conf) else fn, d, include, baseconfig)
+
+    monkeypatch.setattr(bb.parse, "handle", handle)
+    with pytest.raises(bb.parse.ParseError):
+        bbparse.base_config("qemux86-64", tmp_path)
+
+
 def test_parser_accepts_a_good_recipe():
     r = bbparse.parse_text('LICENSE = "MIT"\ninherit systemd\nSRC_URI:append:attendance = " file://x"\n')
     assert r["d"].getVar("SRC_URI").split() == ["file://x"]
