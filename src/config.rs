@@ -68,6 +68,8 @@ pub struct Config {
     pub log: LogConfig,
     pub store: StoreConfig,
     pub lifecycle: LifecycleConfig,
+    /// Cloud sync (owned by src/sync/).
+    pub sync: crate::sync::SyncConfig,
 }
 
 impl Default for Config {
@@ -82,6 +84,7 @@ impl Default for Config {
             log: LogConfig::default(),
             store: StoreConfig::default(),
             lifecycle: LifecycleConfig::default(),
+            sync: crate::sync::SyncConfig::default(),
         }
     }
 }
@@ -426,6 +429,7 @@ impl Config {
                 "must be between 1000 and 600000",
             );
         }
+        self.sync.validate()?;
         Schedule::from_config(&self.schedule, "schedule").map_err(|e| (e.key, e.message))
     }
 

@@ -14,3 +14,4 @@ pub mod http;
 pub mod input;
 pub mod logging;
 pub mod store;
+pub mod sync;

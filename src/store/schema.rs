@@ -61,6 +61,31 @@ pub const MIGRATIONS: &[&str] = &[
     ) STRICT;
     CREATE INDEX outbox_by_topic ON outbox (topic, seq);
     "#,
+    // 2 (sync): engine state, quarantined outbox items, photo upload state.
+    r#"
+    CREATE TABLE sync_state (
+        key        TEXT PRIMARY KEY,
+        value      TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    ) STRICT;
+
+    -- Outbox items the engine will not send again: invalid locally, or
+    -- rejected by the server as invalid. Kept for an administrator.
+    CREATE TABLE outbox_quarantine (
+        seq            INTEGER PRIMARY KEY,
+        topic          TEXT NOT NULL,
+        record_id      TEXT NOT NULL,
+        payload        TEXT NOT NULL,
+        created_at     TEXT NOT NULL,
+        attempts       INTEGER NOT NULL,
+        reason         TEXT NOT NULL,
+        http_status    INTEGER,
+        quarantined_at TEXT NOT NULL
+    ) STRICT;
+
+    ALTER TABLE attendance ADD COLUMN photo_remote_path TEXT;
+    ALTER TABLE attendance ADD COLUMN photo_uploaded_at TEXT;
+    "#,
 ];
 
 #[derive(Debug, thiserror::Error)]

@@ -70,7 +70,10 @@ CREATE TABLE IF NOT EXISTS public.attendance (
     school_id       text NOT NULL REFERENCES public.schools (school_id),
     device_id       text NOT NULL REFERENCES public.devices (device_id),
     student_number  text NOT NULL CHECK (student_number ~ '^[A-Za-z0-9._-]{1,32}$'),
-    school_date     date NOT NULL,
+    -- A kiosk whose clock never got set (no RTC, no NTP) can date a record
+    -- in 1970; such rows are refused here and stay quarantined on the
+    -- kiosk for an administrator instead of polluting reports.
+    school_date     date NOT NULL CHECK (school_date >= DATE '2000-01-01'),
     session         text NOT NULL CHECK (length(session) BETWEEN 1 AND 64),
     time_in         timestamptz,
     time_out        timestamptz,
