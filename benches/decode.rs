@@ -368,7 +368,7 @@ fn pipeline_costs(md: &mut String, specs: &[FrameSpec], frames: &[LumaFrame]) {
             enc_t,
         ),
         (
-            "atomic write (tmp, fsync, rename, fsync dir) in the system temp dir",
+            "atomic write (tmp, fsync, rename, fsync dir) under target/ (ext4, this disk)",
             write_t,
         ),
     ] {
