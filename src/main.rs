@@ -128,8 +128,21 @@ enum Command {
     },
     /// Read the QR code in each image file (PNG, JPEG, PGM) with the kiosk's decoder.
     Decode {
-        #[arg(required = true)]
+        #[arg(required_unless_present = "camera")]
         files: Vec<PathBuf>,
+        /// Instead of files: grab frames from this V4L2 device (`demo`: generated stream).
+        #[arg(long)]
+        camera: Option<PathBuf>,
+        /// Frames to grab with --camera.
+        #[arg(long, default_value_t = 30)]
+        frames: usize,
+        /// Pixel format asked of the camera: mjpeg, yuyv or grey.
+        #[arg(long, default_value = "mjpeg")]
+        format: String,
+        #[arg(long, default_value_t = 1280)]
+        width: u32,
+        #[arg(long, default_value_t = 720)]
+        height: u32,
     },
 }
 
@@ -197,9 +210,23 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Decode { files } => {
+        Command::Decode {
+            files,
+            camera,
+            frames,
+            format,
+            width,
+            height,
+        } => {
+            use attendance::input::decode::cli;
             let decoder = attendance::input::decode::DecoderConfig::default();
-            attendance::input::decode::cli::run(&decoder, &files)?;
+            match camera {
+                Some(dev) => {
+                    let cam = cli::camera_config(&dev, &format, width, height)?;
+                    cli::run_camera(&decoder, &cam, frames)?
+                }
+                None => cli::run(&decoder, &files)?,
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Run {

@@ -119,4 +119,13 @@ impl FrameGrabber for DemoGrabber {
     }
 
     fn close(&mut self) {}
+
+    fn describe(&self) -> String {
+        format!(
+            "demo stream: Grey {}x{}, {} sample cards",
+            self.width,
+            self.height,
+            self.payloads.len()
+        )
+    }
 }

@@ -265,6 +265,92 @@ pub trait FrameGrabber: Send {
     fn grab(&mut self, out: &mut RawFrame) -> Result<(), CameraError>;
     /// Releases the device (before a reopen).
     fn close(&mut self);
+    /// What was negotiated (for logs and `decode --camera`).
+    fn describe(&self) -> String {
+        String::new()
+    }
+}
+
+/// Result of [`probe`].
+#[derive(Debug, Clone, Default)]
+pub struct ProbeReport {
+    pub description: String,
+    pub frames: usize,
+    pub failures: usize,
+    pub elapsed: Duration,
+    /// Distinct payloads decoded, in order of first sight.
+    pub payloads: Vec<Vec<u8>>,
+    /// Median conversion + decode time per frame.
+    pub median_decode_ms: f64,
+}
+
+/// Opens `grabber`, grabs `frames` frames (giving up after as many failed
+/// grabs), converts and decodes each: a hands-on check of a camera.
+pub fn probe(
+    grabber: &mut dyn FrameGrabber,
+    decoder: &mut dyn QrDecoder,
+    frames: usize,
+) -> Result<ProbeReport, CameraError> {
+    grabber.open()?;
+    let mut report = ProbeReport {
+        description: grabber.describe(),
+        ..Default::default()
+    };
+    let start = Instant::now();
+    let mut raw = RawFrame::default();
+    let mut luma = LumaFrame::empty();
+    let mut times = Vec::new();
+    let mut last_err = None;
+    while report.frames < frames && report.failures < frames.max(1) {
+        match grabber.grab(&mut raw) {
+            Err(e) => {
+                report.failures += 1;
+                last_err = Some(e);
+            }
+            Ok(()) => {
+                report.frames += 1;
+                let t = Instant::now();
+                if raw.to_luma(&mut luma).is_err() {
+                    report.failures += 1;
+                    continue;
+                }
+                for d in decoder.decode(&luma) {
+                    if !report.payloads.contains(&d.payload) {
+                        report.payloads.push(d.payload);
+                    }
+                }
+                times.push(t.elapsed().as_secs_f64() * 1e3);
+            }
+        }
+    }
+    report.elapsed = start.elapsed();
+    grabber.close();
+    if report.frames == 0
+        && let Some(e) = last_err
+    {
+        return Err(e);
+    }
+    times.sort_by(|a, b| a.total_cmp(b));
+    report.median_decode_ms = times.get(times.len() / 2).copied().unwrap_or(0.0);
+    Ok(report)
+}
+
+/// The grabber for a config: demo stream or V4L2 device.
+pub fn grabber_for(cfg: &CameraConfig) -> Result<Box<dyn FrameGrabber>, CameraError> {
+    if cfg.demo {
+        return Ok(Box::new(demo::DemoGrabber::new(cfg, demo::sample_roster())));
+    }
+    #[cfg(feature = "camera")]
+    {
+        Ok(Box::new(v4l2::V4lGrabber::new(cfg)))
+    }
+    #[cfg(not(feature = "camera"))]
+    {
+        Err(CameraError::Open {
+            path: cfg.device.display().to_string(),
+            message: "built without the `camera` feature (V4L2)".into(),
+        })
+    }
 }
 
 /// Camera state for /health.
@@ -583,21 +669,7 @@ impl CameraSource {
     /// A camera on the configured V4L2 device, or the demo stream when
     /// `cfg.demo` is set.
     pub fn new(cfg: CameraConfig, decoder: DecoderConfig) -> Result<Self, CameraError> {
-        let grabber: Box<dyn FrameGrabber> = if cfg.demo {
-            Box::new(demo::DemoGrabber::new(&cfg, demo::sample_roster()))
-        } else {
-            #[cfg(feature = "camera")]
-            {
-                Box::new(v4l2::V4lGrabber::new(&cfg))
-            }
-            #[cfg(not(feature = "camera"))]
-            {
-                return Err(CameraError::Open {
-                    path: cfg.device.display().to_string(),
-                    message: "built without the `camera` feature (V4L2)".into(),
-                });
-            }
-        };
+        let grabber = grabber_for(&cfg)?;
         Ok(Self::with_grabber(cfg, decoder, grabber))
     }
 

@@ -324,3 +324,39 @@ async fn demo_camera_scans_and_saves_a_photo() {
     assert!(p.path.exists());
     drop(worker);
 }
+
+#[test]
+fn probe_reads_the_demo_stream() {
+    let cfg = CameraConfig {
+        demo: true,
+        width: 640,
+        height: 480,
+        fps: 100,
+        ..Default::default()
+    };
+    let mut g = grabber_for(&cfg).expect("demo");
+    let mut d = DecoderConfig::default().build();
+    let r = probe(g.as_mut(), d.as_mut(), 5).expect("probe");
+    assert_eq!(r.frames, 5);
+    assert_eq!(r.failures, 0);
+    assert!(r.description.starts_with("demo stream: Grey 640x480"));
+    assert_eq!(
+        r.payloads,
+        vec![demo::sample_roster()[0].clone().into_bytes()]
+    );
+}
+
+#[test]
+fn probe_reports_a_dead_camera() {
+    let mut g = Scripted {
+        open_failures: 0,
+        opens: Arc::new(AtomicUsize::new(0)),
+        grabs: 0,
+        fail_from: 0,
+        fail_count: 100,
+        pace: Duration::ZERO,
+    };
+    let mut d = DecoderConfig::default().build();
+    let e = probe(&mut g, d.as_mut(), 3).expect_err("no frames");
+    assert!(e.to_string().contains("select timeout"));
+}

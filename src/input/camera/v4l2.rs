@@ -158,4 +158,14 @@ impl FrameGrabber for V4lGrabber {
         self.stream = None;
         self.device = None;
     }
+
+    fn describe(&self) -> String {
+        match self.negotiated {
+            Some((f, w, h, stride)) => format!(
+                "{}: {f:?} {w}x{h} (bytes per line {stride})",
+                self.cfg.device.display()
+            ),
+            None => format!("{}: not open", self.cfg.device.display()),
+        }
+    }
 }
