@@ -18,6 +18,7 @@
 //! the daemon's /health shows it while the HID scanner keeps working.
 
 pub mod demo;
+pub mod wiring;
 #[cfg(feature = "camera")]
 pub mod v4l2;
 
