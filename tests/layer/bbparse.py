@@ -1,7 +1,7 @@
 """Parse meta-attendance with bitbake's own parser (the `bb` library that the
 bitbake-setup package ships), the way bitbake parses a layer:
 
-  conf/layer.conf -> conf/distro/attendance.conf -> each kas local_conf_header
+  conf/layer.conf -> conf/distro/attendance-os.conf -> each kas local_conf_header
   -> every .bb (with its .bbappend files) and every .bbappend (on a stand-in
   base recipe), for each MACHINE, then bitbake's finalize (deferred inherits,
   key expansion, anonymous python, task setup), then expansion of every
@@ -68,7 +68,7 @@ TOPDIR = "{topdir}"
 TMPDIR = "${{TOPDIR}}/tmp"
 BBPATH = "{stubs}"
 MACHINE = "{machine}"
-DISTRO = "attendance"
+DISTRO = "attendance-os"
 TARGET_ARCH = "{arch}"
 TARGET_OS = "linux"
 MACHINEOVERRIDES = "{machine_overrides}"
@@ -175,7 +175,7 @@ def base_config(machine: str, tmp: pathlib.Path) -> "bb.data_smart.DataSmart":
     d.delVar("LAYERDIR_RE")
     d.setVar("BBPATH", f"{stubs}:{LAYER}")
 
-    d = bb.parse.handle(str(LAYER / "conf" / "distro" / "attendance.conf"), d, True)
+    d = bb.parse.handle(str(LAYER / "conf" / "distro" / "attendance-os.conf"), d, True)
 
     # The kas files' local.conf fragments.
     for kas in sorted((REPO / "recipes").glob("*.yml")):
@@ -269,7 +269,7 @@ def parse_layer(machine: str) -> list[str]:
     with tempfile.TemporaryDirectory() as t:
         tmp = pathlib.Path(t)
         base = base_config(machine, tmp)
-        checked += ["meta-attendance/conf/layer.conf", "meta-attendance/conf/distro/attendance.conf"]
+        checked += ["meta-attendance/conf/layer.conf", "meta-attendance/conf/distro/attendance-os.conf"]
         recipes, appends = layer_files()
         own_appends = set()
         for r in recipes:

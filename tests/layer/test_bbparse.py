@@ -10,7 +10,7 @@ def test_layer_parses(machine):
     recipes, appends = bbparse.layer_files()
     repo = bbparse.REPO
     assert {str(f.relative_to(repo)) for f in recipes + appends} <= checked
-    assert {"meta-attendance/conf/layer.conf", "meta-attendance/conf/distro/attendance.conf"} <= checked
+    assert {"meta-attendance/conf/layer.conf", "meta-attendance/conf/distro/attendance-os.conf"} <= checked
     assert len(recipes) >= 7 and len(appends) >= 5
 
 
@@ -38,8 +38,8 @@ def test_parser_rejects(text, why):
 def test_unknown_global_class_is_rejected(tmp_path, monkeypatch):
     import bb
 
-    conf = bbparse.LAYER / "conf" / "distro" / "attendance.conf"
-    bad = tmp_path / "attendance.conf"
+    conf = bbparse.LAYER / "conf" / "distro" / "attendance-os.conf"
+    bad = tmp_path / "attendance-os.conf"
     bad.write_text(conf.read_text() + '\nINHERIT += "reproducible_build"\n')
     real_handle = bb.parse.handle
 
@@ -52,5 +52,17 @@ def test_unknown_global_class_is_rejected(tmp_path, monkeypatch):
 
 
 def test_parser_accepts_a_good_recipe():
-    r = bbparse.parse_text('LICENSE = "MIT"\ninherit systemd\nSRC_URI:append:attendance = " file://x"\n')
+    r = bbparse.parse_text('LICENSE = "MIT"\ninherit systemd\nSRC_URI:append:attendance-os = " file://x"\n')
     assert r["d"].getVar("SRC_URI").split() == ["file://x"]
+
+
+@pytest.mark.parametrize("machine", bbparse.MACHINES)
+def test_no_recipe_name_is_an_override(machine, tmp_path):
+    """A recipe named like the distro or a machine override turns
+    RDEPENDS:${PN} into a conditional assignment (bitbake's pn-overrides QA)."""
+    base = bbparse.base_config(machine, tmp_path)
+    overrides = set(base.getVar("OVERRIDES").split(":"))
+    recipes, _ = bbparse.layer_files()
+    for r in recipes:
+        pn = r.stem.split("_")[0]
+        assert pn not in overrides, f"{r.name}: PN {pn} is in OVERRIDES"

@@ -40,7 +40,7 @@ def load(path: pathlib.Path) -> dict:
 def test_kas_file_validates_and_pins(name):
     cfg = load(KAS_DIR / name)
     assert cfg["machine"] == name.removesuffix(".yml")
-    assert cfg["distro"] == "attendance"
+    assert cfg["distro"] == "attendance-os"
     assert {"attendance-image", "attendance-bundle"} <= set(cfg["target"])
     repos = cfg["repos"]
     assert "meta-attendance" in (repos["attendance"]["layers"] or {})

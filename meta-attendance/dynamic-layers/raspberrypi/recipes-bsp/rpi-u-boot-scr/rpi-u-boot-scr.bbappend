@@ -1,3 +1,3 @@
 # A/B boot counting for RAUC: files/boot.cmd.in replaces meta-raspberrypi's
-# in the attendance distro.
-FILESEXTRAPATHS:prepend:attendance := "${THISDIR}/files:"
+# in the attendance-os distro.
+FILESEXTRAPATHS:prepend:attendance-os := "${THISDIR}/files:"
