@@ -9,7 +9,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, RecvTimeoutError, SyncSender, TrySendError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -281,24 +281,17 @@ impl LedFeedback {
                             Err(_) => break,
                         },
                     };
-                    'play: for (lights, dur) in pattern {
+                    for (lights, dur) in pattern {
                         out.show(lights);
-                        let end = Instant::now() + dur;
-                        loop {
-                            let left = end.saturating_duration_since(Instant::now());
-                            if left.is_zero() {
+                        match rx.recv_timeout(dur) {
+                            Ok(p) => {
+                                next = Some(p); // a newer ack preempts
                                 break;
                             }
-                            match rx.recv_timeout(left) {
-                                Ok(p) => {
-                                    next = Some(p); // newer ack preempts
-                                    break 'play;
-                                }
-                                Err(RecvTimeoutError::Timeout) => break,
-                                Err(RecvTimeoutError::Disconnected) => {
-                                    out.show(OFF);
-                                    return;
-                                }
+                            Err(RecvTimeoutError::Timeout) => {}
+                            Err(RecvTimeoutError::Disconnected) => {
+                                out.show(OFF);
+                                return;
                             }
                         }
                     }
@@ -330,6 +323,7 @@ impl Feedback for LedFeedback {
 mod tests {
     use super::*;
     use crate::domain::rules::ScanKind;
+    use std::time::Instant;
 
     fn fake_led(root: &Path, name: &str, max: &str) {
         let d = root.join(name);
