@@ -20,10 +20,10 @@ def size_mib(text: str) -> int:
 
 
 def wic_layout(target: str) -> list[dict]:
-    """Partitions of meta-attendance/wic/attendance-<target>.wks.in, expanded
+    """Partitions of meta-attendance/files/wic/attendance-<target>.wks.in, expanded
     with the distro's variables the way bitbake expands .wks.in files."""
     base = bbparse.base_config(target, pathlib.Path(__import__("tempfile").mkdtemp()))
-    text = base.expand((LAYER / "wic" / f"attendance-{target}.wks.in").read_text())
+    text = base.expand((LAYER / "files" / "wic" / f"attendance-{target}.wks.in").read_text())
     parts = []
     for line in text.splitlines():
         words = shlex.split(line, comments=True)
@@ -108,3 +108,17 @@ def test_qemu_image_agrees_with_wic():
     if parts[0].get("gpt_type"):
         assert parts[0]["gpt_type"].upper() == wic[0]["gpt_type"].upper()
     assert parts[3].get("label", "data") == "data"
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_wks_file_is_where_wic_looks(target):
+    """oe-core's image_types_wic searches <each BBPATH entry>/files/wic (and
+    the image recipe's directory) for WKS_FILE."""
+    base = bbparse.base_config(target, pathlib.Path(__import__("tempfile").mkdtemp()))
+    recipes, _ = bbparse.layer_files()
+    image = next(r for r in recipes if r.name == "attendance-image.bb")
+    d = bbparse.parse_recipe(image, [], base)["d"]
+    wks = d.getVar("WKS_FILE")
+    candidates = [image.parent / wks] + [pathlib.Path(p) / "files" / "wic" / wks
+                                           for p in d.getVar("BBPATH").split(":") if p]
+    assert any(c.is_file() for c in candidates), f"{wks} is not in any wic search directory"
