@@ -1,4 +1,4 @@
-# Hardware watchdog drivers for systemd's RuntimeWatchdogSec (x86 targets).
+# The i6300esb watchdog driver for systemd's RuntimeWatchdogSec (qemux86-64).
 # meta-rauc already adds its rauc.cfg (loop, squashfs, dm-verity) when the
 # "rauc" DISTRO_FEATURE is set.
 FILESEXTRAPATHS:prepend:attendance-os := "${THISDIR}/files:"
