@@ -341,7 +341,7 @@ class Machine:
     def extract_data_files(self, paths: list[str], dest: Path) -> dict[str, Path]:
         """Copy files out of the data partition of the stopped machine's disk.
 
-        The partition is copied (qemu-img dd), its journal replayed on the copy
+        The partition is copied (qemu-img convert of its byte range), its journal replayed on the copy
         (e2fsck, as the kernel would at mount) and the files dumped with
         debugfs. Paths are relative to /data; missing files are left out.
         """
@@ -356,8 +356,9 @@ class Machine:
         dest.mkdir(parents=True, exist_ok=True)
         raw = dest / "data.raw"
         raw.unlink(missing_ok=True)
-        subprocess.run(["qemu-img", "dd", "-f", "qcow2", "-O", "raw", "bs=1M", f"skip={start}",
-                        f"count={size}", f"if={self.disk}", f"of={raw}"], check=True)
+        subprocess.run(["qemu-img", "convert", "-O", "raw", "--image-opts",
+                        f"driver=raw,offset={start * 2**20},size={size * 2**20},"
+                        f"file.driver=qcow2,file.file.filename={self.disk}", str(raw)], check=True)
         fsck = subprocess.run(["e2fsck", "-fy", str(raw)], capture_output=True, text=True)
         if fsck.returncode > 1:
             raise VmError(f"e2fsck of the data partition exited {fsck.returncode}:\n{fsck.stdout}{fsck.stderr}")

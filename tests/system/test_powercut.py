@@ -28,8 +28,8 @@ DEVICE_CONFIG = {
     },
 }
 STUDENTS = 600
-CUTS = ["reset", "kill", "reset", "kill"]
-ACKS_BEFORE_CUT = 12
+CUTS = ["reset", "kill", "reset"]
+ACKS_BEFORE_CUT = 8
 RECORDED = re.compile(r'^\{.*"outcome":"recorded".*\}$', re.M)
 
 
@@ -38,7 +38,12 @@ def student(i: int) -> str:
 
 
 def setup_kiosk(m):
-    m.sh(f"printf '%s\\n' '{json.dumps(DEVICE_CONFIG, separators=(',', ':'))}' > /data/config/attendance.json")
+    # written the way an operator must: new file, fsync, rename, fsync (a
+    # power cut right after a plain write leaves an empty file, and the daemon
+    # refuses to start on an empty config)
+    m.sh(f"printf '%s\\n' '{json.dumps(DEVICE_CONFIG, separators=(',', ':'))}' > /data/config/attendance.json.new"
+         " && sync /data/config/attendance.json.new && mv /data/config/attendance.json.new /data/config/attendance.json"
+         " && sync /data/config")
     m.sh("{ echo student_number,full_name,grade,section,guardian_phone,active; "
          f"for i in $(seq 1 {STUDENTS}); do printf '2026-%04d,Student %d,7,A,,true\\n' $i $i; done; }} "
          "> /data/config/roster.csv")
@@ -65,7 +70,7 @@ def test_power_cuts_lose_no_acknowledged_scan(machine, figures):
     next_student = 1
     for n, how in enumerate(CUTS + ["none"]):
         first = next_student
-        last = min(first + 60, STUDENTS)
+        last = min(first + (15 if how == "none" else 60), STUDENTS)
         next_student = last + 1
         mark = machine.offset()
         machine.send_line(f"for i in $(seq {first} {last}); do attendance scan $(printf 2026-%04d $i); done; "
@@ -90,9 +95,10 @@ def test_power_cuts_lose_no_acknowledged_scan(machine, figures):
         machine.started_at = time.time()
         machine.wait_healthy()
         # the daemon is back and the records acknowledged so far are visible to it
-        _, csv = machine.sh("attendance export --from 2020-01-01 --to 2100-01-01 | wc -l", timeout=120)
-        assert int(csv.strip()) >= len(acks), f"after cut {n} ({how}): export has {csv.strip()} lines, " \
-                                               f"{len(acks)} scans acknowledged"
+        _, csv = machine.sh("attendance export --from 2020-01-01 --to 2100-01-01 2>/dev/null", timeout=120)
+        exported = {line.split(",")[0] for line in csv.strip().splitlines()[1:]}
+        lost = [rid for rid in acks if rid not in exported]
+        assert not lost, f"after cut {n} ({how}): acknowledged records not exported: {lost[:5]}\n{csv[:500]}"
     scanned = {student(i) for i in range(1, next_student)}
     assert len(acks) >= ACKS_BEFORE_CUT * len(CUTS)
 
