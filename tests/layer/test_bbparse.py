@@ -28,6 +28,8 @@ def test_every_bbappend_targets_a_pattern_upstream_has():
         ("inherit cargo-updat-recipe-crates\n", "unknown class"),
         ('FOO = "${@1/0}"\n', "broken inline python"),
         ('FOO = "unterminated\n', "syntax error"),
+        ('VOLATILE_LOG_DIR = "yes"\n', "variable obsolete on wrynose"),
+        ('LICENSE_FLAGS_WHITELIST = "commercial"\n', "variable renamed"),
     ],
 )
 def test_parser_rejects(text, why):
