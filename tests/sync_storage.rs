@@ -138,7 +138,7 @@ async fn photos_are_uploaded_to_storage_and_the_record_carries_the_path() {
     let m = run.metrics.clone();
     run.stop().await;
 
-    let seen = seen.lock().unwrap();
+    let seen = std::mem::take(&mut *seen.lock().unwrap());
     assert!(seen.problems.is_empty(), "{:?}", seen.problems);
     assert_eq!(seen.storage_calls, 2, "one 503, one retry");
     assert_eq!(seen.uploads.len(), 1);

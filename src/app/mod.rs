@@ -304,6 +304,40 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     );
     core_tasks.spawn("watchdog", feed_watchdog(health.clone(), core.clone()));
 
+    // --- cloud sync (owned by src/sync/) ---
+    // A missing key disables sync (logged) but never stops scans.
+    let sync_metrics = Arc::new(crate::sync::SyncMetrics::default());
+    if cfg.sync.enabled {
+        match crate::sync::Credentials::from_secrets(&secrets, &cfg.sync)
+            .map_err(crate::sync::SyncError::from)
+            .and_then(|credentials| {
+                crate::sync::SyncEngine::new(crate::sync::SyncSetup {
+                    config: cfg.sync.clone(),
+                    device_id: cfg.device_id.clone(),
+                    photos_dir: cfg.photos_dir(),
+                    store: store.clone(),
+                    credentials,
+                    metrics: sync_metrics.clone(),
+                })
+            }) {
+            Ok(engine) => {
+                let stop = core.clone();
+                core_tasks.spawn("sync", async move {
+                    engine.run(stop).await.map_err(anyhow::Error::from)
+                });
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cloud sync not started; records stay queued locally");
+                health.set(
+                    "sync",
+                    Level::Degraded,
+                    "cloud sync not configured correctly",
+                );
+            }
+        }
+    }
+    // --- end cloud sync ---
+
     for source in sources {
         let name = source.name().to_string();
         let fut = source.run(scan_tx.clone(), intake.clone());

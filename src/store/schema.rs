@@ -83,6 +83,9 @@ pub const MIGRATIONS: &[&str] = &[
         quarantined_at TEXT NOT NULL
     ) STRICT;
 
+    -- The engine asks "is there a newer outbox row for this record?".
+    CREATE INDEX outbox_by_record ON outbox (record_id);
+
     ALTER TABLE attendance ADD COLUMN photo_remote_path TEXT;
     ALTER TABLE attendance ADD COLUMN photo_uploaded_at TEXT;
     "#,

@@ -195,6 +195,8 @@ GRANT SELECT ON public.students TO kiosk_device;
 GRANT SELECT, INSERT, UPDATE ON public.attendance TO kiosk_device;
 
 -- ---------------------------------------------------------------- row-level security
+-- The helper calls are wrapped in (SELECT ...) so PostgreSQL evaluates them
+-- once per statement instead of once per row (bulk upserts of hundreds of rows).
 ALTER TABLE public.schools ENABLE ROW LEVEL SECURITY;
 ALTER TABLE public.devices ENABLE ROW LEVEL SECURITY;
 ALTER TABLE public.students ENABLE ROW LEVEL SECURITY;
@@ -204,22 +206,22 @@ ALTER TABLE public.sms_deliveries ENABLE ROW LEVEL SECURITY;
 DROP POLICY IF EXISTS device_reads_own_school_roster ON public.students;
 CREATE POLICY device_reads_own_school_roster ON public.students
     FOR SELECT TO kiosk_device
-    USING (school_id = kiosk.device_school());
+    USING (school_id = (SELECT kiosk.device_school()));
 
 DROP POLICY IF EXISTS device_reads_own_rows ON public.attendance;
 CREATE POLICY device_reads_own_rows ON public.attendance
     FOR SELECT TO kiosk_device
-    USING (device_id = kiosk.jwt_device_id());
+    USING (device_id = (SELECT kiosk.jwt_device_id()));
 
 DROP POLICY IF EXISTS device_inserts_own_rows ON public.attendance;
 CREATE POLICY device_inserts_own_rows ON public.attendance
     FOR INSERT TO kiosk_device
-    WITH CHECK (device_id = kiosk.jwt_device_id() AND kiosk.device_school() IS NOT NULL);
+    WITH CHECK (device_id = (SELECT kiosk.jwt_device_id()) AND (SELECT kiosk.device_school()) IS NOT NULL);
 
 DROP POLICY IF EXISTS device_updates_own_rows ON public.attendance;
 CREATE POLICY device_updates_own_rows ON public.attendance
     FOR UPDATE TO kiosk_device
-    USING (device_id = kiosk.jwt_device_id())
-    WITH CHECK (device_id = kiosk.jwt_device_id() AND kiosk.device_school() IS NOT NULL);
+    USING (device_id = (SELECT kiosk.jwt_device_id()))
+    WITH CHECK (device_id = (SELECT kiosk.jwt_device_id()) AND (SELECT kiosk.device_school()) IS NOT NULL);
 
 COMMIT;
