@@ -7,6 +7,7 @@
 #   - tests/sync_postgrest.rs  backlog, lost-response retry, RLS, poison rows, roster
 #   - tests/sync_faults.rs     refused / hanging / 500 / flapping / slow cloud
 #   - tests/sync_storage.rs    photo upload against a fake Storage
+#   - tests/sync_daemon.rs     the real daemon: roster from the cloud, scans to the cloud
 # Each test starts its own cluster and PostgREST on free ports in a temp dir.
 # Idempotent, no input; prints `cloud: N passed, N failed`; exits non-zero
 # on any failure.
@@ -51,6 +52,7 @@ run unit --lib sync::
 run postgrest --test sync_postgrest -- --test-threads=2
 run faults --test sync_faults -- --test-threads=1
 run storage --test sync_storage
+run daemon --test sync_daemon
 
 echo "cloud: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]
