@@ -384,7 +384,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         sd_notify::NotifyState::Ready,
         sd_notify::NotifyState::Status("recording"),
     ]);
-    tracing::info!(http = ?http_addr, "ready");
+    tracing::info!(http = %http_addr.map(|a| a.to_string()).unwrap_or_default(), "ready");
     if let Some(f) = on_ready {
         f(http_addr);
     }

@@ -397,6 +397,29 @@ mod tests {
         assert!(parse("\u{feff}123".as_bytes(), &kr, OPEN).is_ok());
     }
 
+    /// Replays the fuzzer's seed corpus (and anything it found and was kept).
+    #[test]
+    fn fuzz_corpus_replays_without_panics() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/corpus/payload");
+        let kr = keyring();
+        let mut n = 0;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let data = std::fs::read(entry.unwrap().path()).unwrap();
+            for policy in [OPEN, SIGNED_ONLY] {
+                if let Ok(card) = parse(&data, &kr, policy) {
+                    assert!(StudentNumber::parse(card.student_number.as_str()).is_ok());
+                }
+            }
+            n += 1;
+        }
+        assert!(n >= 8, "seed corpus present");
+        let signed = std::fs::read(format!("{dir}/signed")).unwrap();
+        assert_eq!(
+            parse(&signed, &kr, SIGNED_ONLY).unwrap().format,
+            CardFormat::Signed
+        );
+    }
+
     #[test]
     fn keyring_rejects_weak_keys_and_hides_bytes() {
         let mut k = Keyring::new();
