@@ -239,6 +239,13 @@ class Machine:
             time.sleep(0.5)
         self._cleanup()
 
+    def reboot(self, timeout: float = 180):
+        """Reboot as the tests do it: clean power-off, then a new QEMU on the same
+        disk. Under TCG on a loaded host OVMF's warm reset can take minutes;
+        a cold start is faster and boots the same way (firmware, GRUB, A/B)."""
+        self.poweroff(timeout)
+        self.start()
+
     def reset(self):
         """QMP system_reset: the reset button (RAM lost, disk writes in flight lost)."""
         self._log_note("QMP system_reset")
@@ -271,6 +278,14 @@ class Machine:
         return "\n".join(self.serial_log.read_text(errors="replace").replace("\r", "").splitlines()[-n:])
 
     def fail(self, msg: str):
+        if self.qmp is not None and self.proc is not None and self.proc.poll() is None:
+            try:
+                status = self.qmp.execute("query-status")
+                regs = self.qmp.execute("human-monitor-command", **{"command-line": "info registers"})
+                rip = re.search(r"RIP=\S+", regs or "")
+                msg += f"\nQEMU status: {status}; vCPU0 {rip.group(0) if rip else '?'}"
+            except (VmError, OSError) as e:
+                msg += f"\n(QMP query failed: {e})"
         raise VmTimeout(f"{msg}\n--- serial log tail ({self.serial_log}) ---\n{self.tail()}\n--- end of serial log ---")
 
     def wait_for(self, pattern: str, timeout: float, since: int | None = None) -> re.Match:
@@ -292,7 +307,7 @@ class Machine:
     def send_line(self, line: str):
         self._serial.sendall(line.encode() + b"\n")
 
-    def login(self, timeout: float = 240):
+    def login(self, timeout: float = 400):
         """Wait for the autologin shell of the current boot and make it script-friendly."""
         with self._lock:
             if self._logged_in_at == self.boot_mark:
@@ -384,7 +399,7 @@ class Machine:
         except urllib.error.HTTPError as e:
             return e.code, e.read()
 
-    def wait_healthy(self, timeout: float = 240) -> float:
+    def wait_healthy(self, timeout: float = 400) -> float:
         """Poll GET /health from the host until 200; returns seconds since QEMU start."""
         deadline = time.time() + timeout
         last = "no answer"
