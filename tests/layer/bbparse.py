@@ -68,7 +68,7 @@ TOPDIR = "{topdir}"
 TMPDIR = "${{TOPDIR}}/tmp"
 BBPATH = "{stubs}"
 MACHINE = "{machine}"
-DISTRO = "attendance-os"
+DISTRO = "{distro}"
 TARGET_ARCH = "{arch}"
 TARGET_OS = "linux"
 MACHINEOVERRIDES = "{machine_overrides}"
@@ -158,10 +158,11 @@ def _machine_overrides(machine: str) -> str:
     return "x86-64:qemuall:qemux86-64"
 
 
-def base_config(machine: str, tmp: pathlib.Path) -> "bb.data_smart.DataSmart":
+def base_config(machine: str, tmp: pathlib.Path, distro: str = "attendance-os") -> "bb.data_smart.DataSmart":
     stubs = tmp / "stubs"
     _stubs(stubs)
     conf = BITBAKE_CONF.format(
+        distro=distro,
         topdir=tmp / "build",
         stubs=f"{stubs}:{LAYER}",
         machine=machine,
@@ -186,7 +187,10 @@ def base_config(machine: str, tmp: pathlib.Path) -> "bb.data_smart.DataSmart":
     d.delVar("LAYERDIR_RE")
     d.setVar("BBPATH", f"{stubs}:{LAYER}")
 
-    d = bb.parse.handle(str(LAYER / "conf" / "distro" / "attendance-os.conf"), d, True)
+    if distro == "attendance-os":
+        d = bb.parse.handle(str(LAYER / "conf" / "distro" / "attendance-os.conf"), d, True)
+    else:
+        return d  # another distro, no kas fragments: the layer must still parse
 
     # The kas files' local.conf fragments.
     for kas in sorted((REPO / "recipes").glob("*.yml")):
@@ -274,12 +278,12 @@ def parse_append_alone(append: pathlib.Path, base, tmp: pathlib.Path) -> dict:
     return parse_recipe(fake, [append], base, label=str(append.relative_to(REPO)))
 
 
-def parse_layer(machine: str) -> list[str]:
+def parse_layer(machine: str, distro: str = "attendance-os") -> list[str]:
     """Parse everything for one machine; return the list of checked files."""
     checked = []
     with tempfile.TemporaryDirectory() as t:
         tmp = pathlib.Path(t)
-        base = base_config(machine, tmp)
+        base = base_config(machine, tmp, distro)
         checked += ["meta-attendance/conf/layer.conf", "meta-attendance/conf/distro/attendance-os.conf"]
         recipes, appends = layer_files()
         own_appends = set()

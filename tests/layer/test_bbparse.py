@@ -14,6 +14,15 @@ def test_layer_parses(machine):
     assert len(recipes) >= 7 and len(appends) >= 5
 
 
+@pytest.mark.parametrize("machine", bbparse.MACHINES)
+def test_layer_parses_with_another_distro(machine):
+    """yocto-check-layer's test_parse: adding the layer to a build with
+    another distro (here oe-core's nodistro) must not break parsing."""
+    checked = set(bbparse.parse_layer(machine, distro="nodistro"))
+    recipes, _ = bbparse.layer_files()
+    assert {str(f.relative_to(bbparse.REPO)) for f in recipes} <= checked
+
+
 def test_every_bbappend_targets_a_pattern_upstream_has():
     _, appends = bbparse.layer_files()
     names = {a.name for a in appends}
