@@ -8,6 +8,8 @@
 //! of the folder), then hands a [`SavedPhoto`] to the attach callback that
 //! links it to the record in its own transaction.
 
+pub mod attach;
+
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
