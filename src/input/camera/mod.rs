@@ -18,9 +18,9 @@
 //! the daemon's /health shows it while the HID scanner keeps working.
 
 pub mod demo;
-pub mod wiring;
 #[cfg(feature = "camera")]
 pub mod v4l2;
+pub mod wiring;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex};

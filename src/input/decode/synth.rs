@@ -132,7 +132,7 @@ pub struct FrameSpec {
 /// both module densities are exercised.
 pub fn sample_payload(i: u64) -> String {
     let number = format!("2024-{:04}", 1 + i % 9000);
-    if i % 2 == 0 {
+    if i.is_multiple_of(2) {
         number
     } else {
         let mut rng = Rng::new(i.wrapping_mul(7919));
@@ -458,24 +458,24 @@ fn box_blur(img: &mut [f32], w: usize, h: usize, r: usize) {
     let norm = 1.0 / (2 * r + 1) as f32;
     for y in 0..h {
         let row = &mut img[y * w..y * w + w];
-        for x in 0..w {
+        for (x, t) in tmp.iter_mut().take(w).enumerate() {
             let mut s = 0.0;
             for k in 0..=2 * r {
                 let xx = (x + k).saturating_sub(r).min(w - 1);
                 s += row[xx];
             }
-            tmp[x] = s * norm;
+            *t = s * norm;
         }
         row.copy_from_slice(&tmp[..w]);
     }
     for x in 0..w {
-        for y in 0..h {
+        for (y, t) in tmp.iter_mut().take(h).enumerate() {
             let mut s = 0.0;
             for k in 0..=2 * r {
                 let yy = (y + k).saturating_sub(r).min(h - 1);
                 s += img[yy * w + x];
             }
-            tmp[y] = s * norm;
+            *t = s * norm;
         }
         for y in 0..h {
             img[y * w + x] = tmp[y];
