@@ -588,6 +588,7 @@ fn decode_loop(
     // evidence window in progress: (deadline, picker, job template)
     let mut window: Option<(Instant, SharpestFrame, RawScan)> = None;
     let mut convert_errors = 0u64;
+    let mut decoder_panics = 0u64;
     while !token.is_cancelled() {
         let Some(raw) = slot.take(Duration::from_millis(200)) else {
             if let Some((deadline, _, _)) = &window
@@ -610,7 +611,21 @@ fn decode_loop(
                 finish_window(window.take(), targets);
             }
         }
-        for d in decoder.decode(&luma) {
+        // A decoder bug must not stop the camera: a panicking frame is
+        // skipped and counted.
+        let found = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            decoder.decode(&luma)
+        })) {
+            Ok(found) => found,
+            Err(_) => {
+                decoder_panics += 1;
+                if decoder_panics.is_power_of_two() {
+                    tracing::error!(target: "camera", count = decoder_panics, "QR decoder panicked on a frame; frame skipped");
+                }
+                continue;
+            }
+        };
+        for d in found {
             let fresh = match &last {
                 Some((p, at)) => *p != d.payload || at.elapsed() >= repeat,
                 None => true,

@@ -360,3 +360,72 @@ fn probe_reports_a_dead_camera() {
     let e = probe(&mut g, d.as_mut(), 3).expect_err("no frames");
     assert!(e.to_string().contains("select timeout"));
 }
+
+struct PanicsOnOdd;
+impl QrDecoder for PanicsOnOdd {
+    fn name(&self) -> String {
+        "panics".into()
+    }
+    fn decode(&mut self, f: &LumaFrame) -> Vec<Decoded> {
+        if f.data()[0] % 2 == 1 {
+            panic!("decoder bug (expected by the test)");
+        }
+        vec![Decoded {
+            payload: vec![f.data()[0]],
+            engine: "panics",
+        }]
+    }
+}
+
+#[test]
+fn a_panicking_decoder_does_not_stop_the_camera() {
+    let grabber = Scripted {
+        open_failures: 0,
+        opens: Arc::new(AtomicUsize::new(0)),
+        grabs: 0,
+        fail_from: usize::MAX / 2,
+        fail_count: 0,
+        pace: Duration::from_millis(3),
+    };
+    let cfg = fast_cfg();
+    let health = CameraHealth::new(Duration::from_secs(10));
+    let slot = Arc::new(Slot::new());
+    let token = CancellationToken::new();
+    let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+    let cap = {
+        let (slot, health, token, cfg) = (slot.clone(), health.clone(), token.clone(), cfg.clone());
+        std::thread::spawn(move || capture_loop(Box::new(grabber), &cfg, &slot, &health, &token))
+    };
+    let dec = {
+        let (slot, health, token) = (slot.clone(), health.clone(), token.clone());
+        std::thread::spawn(move || {
+            let targets = DecodeTargets {
+                sink: tx,
+                photos: None,
+                today: Arc::new(|| chrono::NaiveDate::from_ymd_opt(2026, 1, 1).expect("date")),
+            };
+            decode_loop(
+                Box::new(PanicsOnOdd),
+                &cfg,
+                &slot,
+                &health,
+                &targets,
+                &token,
+            )
+        })
+    };
+    let mut got = 0;
+    let end = Instant::now() + Duration::from_secs(10);
+    while got < 3 {
+        assert!(Instant::now() < end, "scans keep coming after panics");
+        if rx.try_recv().is_ok() {
+            got += 1;
+        } else {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+    token.cancel();
+    slot.close();
+    cap.join().expect("cap");
+    dec.join().expect("decode thread survived");
+}
