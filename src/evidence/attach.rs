@@ -5,8 +5,7 @@
 //! a record is kept (the login photo is the evidence of arrival). The photo
 //! may be ready before the pipeline committed the record, so a miss is
 //! retried a few times; a photo that finds no record (rejected or duplicate
-//! scan) is left on disk for retention to clean up and the record is never
-//! touched.
+//! scan) is deleted, and the record is never touched.
 
 use std::time::Duration;
 
@@ -56,7 +55,10 @@ pub fn store_attacher(
                 }
                 Ok(Ok(None)) if attempt < tries => std::thread::sleep(every),
                 Ok(Ok(None)) => {
-                    tracing::info!(target: "evidence", path = %photo.path.display(),
+                    // Rejected or duplicate scan, or the record already has
+                    // its photo: this one is evidence of nothing.
+                    let removed = std::fs::remove_file(&photo.path).is_ok();
+                    tracing::info!(target: "evidence", path = %photo.path.display(), removed,
                         "photo not attached: no record without a photo for this scan");
                     return;
                 }
@@ -156,5 +158,69 @@ mod tests {
             )
             .expect("row");
         assert!(path.ends_with("login.jpg"));
+    }
+
+    #[test]
+    fn attacher_links_through_the_store_thread_and_drops_orphans() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let mut s = open(dir.path());
+        s.import_students(&[StudentRow {
+            student_number: StudentNumber::parse("S2").expect("sn"),
+            full_name: "Student S2".into(),
+            grade: "7".into(),
+            section: "A".into(),
+            guardian_phone: None,
+            active: true,
+        }])
+        .expect("import");
+        let ScanOutcome::Recorded { record_id, .. } = s
+            .record_scan(&ScanRequest {
+                student_number: StudentNumber::parse("S2").expect("sn"),
+                seen_at: at(7, 5),
+                source: SourceKind::Camera,
+                clock_synced: true,
+            })
+            .expect("scan")
+        else {
+            panic!("not recorded")
+        };
+        let rt = tokio::runtime::Runtime::new().expect("rt");
+        let (handle, _closed) = {
+            let _g = rt.enter();
+            StoreHandle::spawn(s, 8).expect("spawn")
+        };
+        let mut attach = store_attacher(
+            handle.clone(),
+            rt.handle().clone(),
+            2,
+            Duration::from_millis(10),
+        );
+        let mk = |name: &str, t| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, b"jpeg").expect("write");
+            SavedPhoto {
+                seen_at: t,
+                payload: b"S2".to_vec(),
+                path: p,
+                bytes: 4,
+            }
+        };
+        let good = mk("good.jpg", at(7, 5));
+        let orphan = mk("orphan.jpg", at(7, 6));
+        attach(good.clone());
+        attach(orphan.clone());
+        assert!(good.path.exists());
+        assert!(!orphan.path.exists(), "a photo of no record is removed");
+        let path: String = rt
+            .block_on(handle.call(move |s| {
+                s.connection().query_row(
+                    "SELECT photo_path FROM attendance WHERE id = ?1",
+                    [record_id.to_string()],
+                    |r| r.get::<_, String>(0),
+                )
+            }))
+            .expect("call")
+            .expect("row");
+        assert_eq!(path, good.path.to_string_lossy());
     }
 }
