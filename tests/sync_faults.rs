@@ -130,8 +130,10 @@ async fn scenario(fault: Fault, expect_open: bool) {
         local_count(&h, "SELECT count(*) FROM outbox").await == 0
     })
     .await;
-    let st = run.metrics.status();
+    // Read after the engine stopped: every counter update has landed.
+    let metrics = run.metrics.clone();
     run.stop().await;
+    let st = metrics.status();
     assert!(st.online, "{st:?}");
     assert_eq!(st.breakers.get("attendance"), Some(&BreakerState::Closed));
     assert!(

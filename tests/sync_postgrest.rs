@@ -52,8 +52,10 @@ async fn backlog_syncs_completely_without_duplicates_or_loss() {
         local_count(&h, "SELECT count(*) FROM outbox").await == 0
     })
     .await;
-    let status = run.metrics.status();
+    // Read after the engine stopped: every counter update has landed.
+    let metrics = run.metrics.clone();
     run.stop().await;
+    let status = metrics.status();
 
     let local_ids: BTreeSet<String> = recs.drain(..).map(|r| r.id.to_string()).collect();
     assert_eq!(
@@ -262,8 +264,10 @@ async fn poison_rows_are_quarantined_and_the_rest_sync() {
         local_count(&h, "SELECT count(*) FROM outbox").await == 0
     })
     .await;
-    let status = run.metrics.status();
+    // Read after the engine stopped: every counter update has landed.
+    let metrics = run.metrics.clone();
     run.stop().await;
+    let status = metrics.status();
 
     assert_eq!(stack.count("SELECT count(*) FROM attendance"), 298);
     let expected: BTreeSet<String> = recs

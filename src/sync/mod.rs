@@ -212,7 +212,13 @@ pub struct SyncEngine {
     storage: Endpoint,
     next_roster: Instant,
     next_photos: Instant,
+    /// The batch after the one in flight, read while it was being sent.
+    prefetched: Option<queue::Batch>,
+    /// Acknowledged items whose local transaction runs beside the next send.
+    pending_ack: Option<PendingAck>,
 }
+
+type PendingAck = (Arc<Vec<queue::BatchItem>>, Vec<usize>);
 
 /// Runs `fut` unless shutdown comes first.
 async fn or_shutdown<T>(
@@ -241,6 +247,8 @@ impl SyncEngine {
             metrics: s.metrics,
             next_roster: Instant::now(),
             next_photos: Instant::now(),
+            prefetched: None,
+            pending_ack: None,
         };
         for e in [&engine.rest, &engine.roster, &engine.storage] {
             engine.metrics.breaker(e);
@@ -293,6 +301,7 @@ impl SyncEngine {
                 break;
             }
         }
+        self.flush_ack().await?;
         tracing::info!("cloud sync stopped");
         Ok(())
     }
@@ -310,25 +319,63 @@ impl SyncEngine {
         Ok(())
     }
 
+    /// Commits acknowledged items locally: deletes their outbox rows and
+    /// marks the records synced, in one transaction.
+    async fn ack(
+        store: &StoreHandle,
+        metrics: &SyncMetrics,
+        pending: Option<PendingAck>,
+    ) -> Result<(), SyncError> {
+        let Some((its, idx)) = pending else {
+            return Ok(());
+        };
+        let n = idx.len();
+        store
+            .call(move |s| {
+                let refs: Vec<_> = idx.iter().map(|&i| &its[i]).collect();
+                queue::acknowledge(s.connection_mut(), &refs)
+            })
+            .await??;
+        metrics.sent.fetch_add(n as u64, Ordering::Relaxed);
+        tracing::debug!(records = n, "records synced");
+        Ok(())
+    }
+
+    async fn flush_ack(&mut self) -> Result<(), SyncError> {
+        Self::ack(&self.store, &self.metrics, self.pending_ack.take()).await
+    }
+
     /// Sends one batch of the outbox, if the endpoint allows.
+    ///
+    /// Pipelined: while batch N is on the wire, the database thread commits
+    /// the acknowledgement of batch N-1 and reads batch N+1. Nothing is
+    /// marked synced before the cloud acknowledged it; a failure discards
+    /// the read-ahead batch (its rows are still in the outbox).
     async fn attendance_step(&mut self, shutdown: &CancellationToken) -> Result<Step, SyncError> {
-        self.refresh_depth().await?;
-        if self.metrics.queue_depth.load(Ordering::Relaxed) == 0 {
-            return Ok(Step::Idle(Duration::MAX));
-        }
         if let Err(d) = self.rest.ready(Instant::now()) {
+            self.prefetched = None;
+            self.flush_ack().await?;
+            self.refresh_depth().await?;
             return Ok(Step::Idle(d));
         }
         let (limit, device) = (self.cfg.batch_size, self.device_id.clone());
-        let batch = self
-            .store
-            .call(move |s| queue::load_batch(s.connection_mut(), limit, &device))
-            .await??;
-        if batch.quarantined > 0 {
-            self.metrics
-                .quarantined
-                .fetch_add(batch.quarantined as u64, Ordering::Relaxed);
-        }
+        let batch = match self.prefetched.take() {
+            Some(b) if !b.items.is_empty() => b,
+            _ => {
+                self.flush_ack().await?;
+                self.refresh_depth().await?;
+                if self.metrics.queue_depth.load(Ordering::Relaxed) == 0 {
+                    return Ok(Step::Idle(Duration::MAX));
+                }
+                let device = device.clone();
+                let b = self
+                    .store
+                    .call(move |s| queue::load_batch(s.connection_mut(), limit, &device))
+                    .await??;
+                self.count_quarantined(&b);
+                b
+            }
+        };
         if batch.items.is_empty() {
             return Ok(if batch.quarantined > 0 {
                 Step::Progress
@@ -336,21 +383,46 @@ impl SyncEngine {
                 Step::Idle(Duration::MAX)
             });
         }
-        let Some(sent) = self.send_bisecting(&batch.items, shutdown).await else {
+        let last_seq = batch
+            .items
+            .iter()
+            .flat_map(|i| i.seqs.iter().copied())
+            .max()
+            .unwrap_or(0);
+        let ack_prev = Self::ack(&self.store, &self.metrics, self.pending_ack.take());
+        let read_ahead = self.store.call(move |s| {
+            let b = queue::load_batch_after(s.connection_mut(), last_seq, limit, &device)?;
+            Ok::<_, rusqlite::Error>((b, queue::outbox_depth(s.connection())?))
+        });
+        let (sent, acked_prev, next) = tokio::join!(
+            self.send_bisecting(&batch.items, shutdown),
+            ack_prev,
+            read_ahead
+        );
+        acked_prev?;
+        let (next, depth) = next??;
+        self.count_quarantined(&next);
+        self.metrics.queue_depth.store(depth, Ordering::Relaxed);
+        let Some(sent) = sent else {
             return Ok(Step::Idle(Duration::ZERO)); // shutting down
         };
         let items = Arc::new(batch.items);
+        if sent.transient.is_none() && sent.rejected.is_empty() {
+            // The common case: everything acknowledged. Commit it beside
+            // the next send.
+            self.pending_ack = Some((items, sent.acked));
+            self.prefetched = Some(next);
+            self.rest.on_success();
+            self.metrics.success(&self.rest);
+            return Ok(Step::Progress);
+        }
         if !sent.acked.is_empty() {
-            let n = sent.acked.len();
-            let (its, idx) = (items.clone(), sent.acked.clone());
-            self.store
-                .call(move |s| {
-                    let refs: Vec<_> = idx.iter().map(|&i| &its[i]).collect();
-                    queue::acknowledge(s.connection_mut(), &refs)
-                })
-                .await??;
-            self.metrics.sent.fetch_add(n as u64, Ordering::Relaxed);
-            tracing::debug!(records = n, "records synced");
+            Self::ack(
+                &self.store,
+                &self.metrics,
+                Some((items.clone(), sent.acked.clone())),
+            )
+            .await?;
         }
         if !sent.rejected.is_empty() {
             for (i, reason, status) in &sent.rejected {
@@ -405,6 +477,14 @@ impl SyncEngine {
                     Step::Progress
                 })
             }
+        }
+    }
+
+    fn count_quarantined(&self, b: &queue::Batch) {
+        if b.quarantined > 0 {
+            self.metrics
+                .quarantined
+                .fetch_add(b.quarantined as u64, Ordering::Relaxed);
         }
     }
 

@@ -178,14 +178,25 @@ fn quarantine_seqs(
 /// (in the same transaction) and folds several snapshots of one record
 /// into its newest.
 pub fn load_batch(conn: &mut Connection, limit: usize, device_id: &str) -> rusqlite::Result<Batch> {
+    load_batch_after(conn, 0, limit, device_id)
+}
+
+/// [`load_batch`] limited to outbox rows after `after_seq`: the batch that
+/// follows one still in flight (seqs only grow).
+pub fn load_batch_after(
+    conn: &mut Connection,
+    after_seq: i64,
+    limit: usize,
+    device_id: &str,
+) -> rusqlite::Result<Batch> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let rows: Vec<(i64, String, String, Option<String>)> = {
         let mut st = tx.prepare_cached(
             "SELECT o.seq, o.record_id, o.payload, a.photo_remote_path
              FROM outbox o LEFT JOIN attendance a ON a.id = o.record_id
-             WHERE o.topic = 'attendance' ORDER BY o.seq LIMIT ?1",
+             WHERE o.topic = 'attendance' AND o.seq > ?2 ORDER BY o.seq LIMIT ?1",
         )?;
-        st.query_map([limit as i64], |r| {
+        st.query_map([limit as i64, after_seq], |r| {
             Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
         })?
         .collect::<Result<_, _>>()?

@@ -538,7 +538,9 @@ pub enum Mode {
 }
 
 /// A small HTTP/1.1 proxy in front of PostgREST whose behaviour the test
-/// sets, counting connections open at once.
+/// sets, counting the client connections open at once (a connection the
+/// client has closed no longer counts, even if the proxy is still busy
+/// with its request).
 pub struct Proxy {
     pub addr: SocketAddr,
     pub mode: Arc<Mutex<Mode>>,
@@ -667,6 +669,7 @@ impl Proxy {
                 std::thread::spawn(move || {
                     let n = open_now.fetch_add(1, Ordering::SeqCst) + 1;
                     open_max.fetch_max(n, Ordering::SeqCst);
+                    let mut counted = true;
                     if let Some(req) = read_request(&mut s) {
                         let k = requests.fetch_add(1, Ordering::SeqCst);
                         let m = *mode.lock().unwrap();
@@ -686,8 +689,28 @@ impl Proxy {
                             }
                             Mode::Error500 => respond(&mut s, 500, r#"{"message":"boom"}"#),
                             Mode::Slow(ms) => {
-                                std::thread::sleep(Duration::from_millis(ms));
-                                if let Ok(r) = forward(&req, upstream) {
+                                // Wait, noticing whether the client gives up
+                                // (EOF): then its connection no longer counts
+                                // as open, but the request still reaches the
+                                // upstream late, as with a real slow server.
+                                let deadline = Instant::now() + Duration::from_millis(ms);
+                                let _ = s.set_read_timeout(Some(Duration::from_millis(20)));
+                                let mut b = [0u8; 64];
+                                while Instant::now() < deadline {
+                                    if let Ok(0) = s.read(&mut b) {
+                                        if counted {
+                                            open_now.fetch_sub(1, Ordering::SeqCst);
+                                            counted = false;
+                                        }
+                                        std::thread::sleep(
+                                            deadline.saturating_duration_since(Instant::now()),
+                                        );
+                                        break;
+                                    }
+                                }
+                                if let Ok(r) = forward(&req, upstream)
+                                    && counted
+                                {
                                     let _ = s.write_all(&r);
                                 }
                             }
@@ -700,7 +723,9 @@ impl Proxy {
                             }
                         }
                     }
-                    open_now.fetch_sub(1, Ordering::SeqCst);
+                    if counted {
+                        open_now.fetch_sub(1, Ordering::SeqCst);
+                    }
                 });
             }
         });
