@@ -138,8 +138,9 @@ fn main() {
         vec![Quircs, Rxing],
         vec![Quircs, RxingHard],
         vec![QuircsHalf, RxingHalf, Quircs, Rxing],
-        vec![QuircsHalf, RxingHalf, Quircs, RxingHard],
-        vec![QuircsHalf, RxingHalf, Quircs, Rxing, Rqrr],
+        vec![RxingHalf, QuircsHalf, Quircs, Rxing],
+        vec![RxingHalf, Quircs, Rxing],
+        vec![RxingHalf, Quircs, Rxing, Rqrr],
         vec![QuircsHalf, RxingHalf, RqrrHalf, Quircs, Rxing],
     ]
     .into_iter()

@@ -108,13 +108,14 @@ impl DecoderStage {
     }
 }
 
-/// The chain chosen by the benchmark (see BENCHMARKS-decode.md): the two
-/// fast engines on a half-size frame first (large and mid codes, ~1 ms),
-/// then both at full size (small codes). Same detection as quircs > rxing at
-/// about 2/3 of its median time; appending `rqrr` adds a few points on
-/// perspective / low contrast but halves the frames per second.
+/// The chain chosen by the benchmark (see BENCHMARKS-decode.md): rxing on
+/// a half-size frame first (large and mid codes, ~1 ms), then quircs and
+/// rxing at full size (small codes, keystone). It detects as much as
+/// quircs > rxing and as the four-stage chains with quircs@1/2, at a lower
+/// median and the lowest cost per frame without a code (most frames of an
+/// idle kiosk). Appending `rqrr` adds a few points on perspective and low
+/// contrast but more than doubles the cost of frames without a code.
 pub const DEFAULT_CHAIN: &[DecoderStage] = &[
-    DecoderStage::QuircsHalf,
     DecoderStage::RxingHalf,
     DecoderStage::Quircs,
     DecoderStage::Rxing,
