@@ -367,6 +367,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
             health: health.clone(),
             device_id: cfg.device_id.clone(),
             version: VERSION,
+            sync: cfg.sync.enabled.then(|| sync_metrics.clone()),
         });
         intake_tasks.spawn(
             "http",

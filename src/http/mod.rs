@@ -36,6 +36,9 @@ pub struct HttpState {
     pub health: Arc<Health>,
     pub device_id: String,
     pub version: &'static str,
+    /// Cloud sync status, when sync is enabled. An offline cloud is reported
+    /// here but never makes the kiosk unhealthy: it still records scans.
+    pub sync: Option<Arc<crate::sync::SyncMetrics>>,
 }
 
 pub async fn bind(addr: &str) -> Result<TcpListener, HttpError> {
@@ -133,6 +136,7 @@ fn handle(state: &HttpState, req: Request<Incoming>, _peer: SocketAddr) -> Respo
                 "device_id": state.device_id,
                 "version": state.version,
                 "detail": report,
+                "sync": state.sync.as_ref().map(|m| m.status()),
             });
             respond(code, "application/json", body.to_string())
         }
