@@ -3,6 +3,7 @@
 import json
 import os
 import re
+import shutil
 import time
 from pathlib import Path
 
@@ -46,9 +47,7 @@ def figures():
 def _workdir(request) -> Path:
     name = re.sub(r"[^A-Za-z0-9_.-]+", "_", request.node.nodeid.split("::", 1)[-1])[:80]
     d = OUT / request.node.module.__name__ / name
-    if d.exists():
-        for f in d.iterdir():
-            f.unlink()
+    shutil.rmtree(d, ignore_errors=True)
     return d
 
 
@@ -64,9 +63,7 @@ def machine(request, image):
 def booted(request, image):
     """One fresh kiosk booted to a healthy daemon, shared by a module's cheap checks."""
     d = OUT / request.module.__name__ / "shared"
-    if d.exists():
-        for f in d.iterdir():
-            f.unlink()
+    shutil.rmtree(d, ignore_errors=True)
     m = Machine(d, image)
     m.start()
     m.ready_after = m.wait_healthy()

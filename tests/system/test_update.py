@@ -14,6 +14,7 @@ virtio disks (no network needed).
 
 import hashlib
 import os
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -86,9 +87,7 @@ def bundles(figures):
 @pytest.fixture(scope="module")
 def kiosk(image, bundles):
     d = OUT / "test_update" / "shared"
-    if d.exists():
-        for f in d.iterdir():
-            f.unlink()
+    shutil.rmtree(d, ignore_errors=True)
     m = Machine(d, image)
     for name, path in bundles.items():
         m.add_drive(name.replace("_", "-"), path)
