@@ -70,6 +70,16 @@ pub struct Config {
     pub lifecycle: LifecycleConfig,
     /// Cloud sync (owned by src/sync/).
     pub sync: crate::sync::SyncConfig,
+    /// QR decoder chain for camera frames.
+    pub decoder: crate::input::decode::DecoderConfig,
+    /// V4L2 camera (or its demo twin).
+    pub camera: crate::input::camera::CameraConfig,
+    /// USB HID QR scanner.
+    pub hid_scanner: crate::input::hid::HidScannerConfig,
+    /// Face photos as evidence.
+    pub evidence: crate::evidence::EvidenceConfig,
+    /// LEDs and buzzer (LED-class devices).
+    pub leds: crate::feedback::leds::LedsConfig,
 }
 
 impl Default for Config {
@@ -85,6 +95,11 @@ impl Default for Config {
             store: StoreConfig::default(),
             lifecycle: LifecycleConfig::default(),
             sync: crate::sync::SyncConfig::default(),
+            decoder: Default::default(),
+            camera: Default::default(),
+            hid_scanner: Default::default(),
+            evidence: Default::default(),
+            leds: Default::default(),
         }
     }
 }
@@ -430,7 +445,28 @@ impl Config {
             );
         }
         self.sync.validate()?;
+        // The inputs' errors start with their key path: "camera.width: ...".
+        self.inputs().validate().map_err(|e| {
+            let text = e.to_string();
+            match text.split_once(": ") {
+                Some((key, message)) if !key.contains(' ') => {
+                    (key.to_string(), message.to_string())
+                }
+                _ => ("inputs".to_string(), text),
+            }
+        })?;
         Schedule::from_config(&self.schedule, "schedule").map_err(|e| (e.key, e.message))
+    }
+
+    /// The config sections owned by the inputs area, for its wiring.
+    pub fn inputs(&self) -> crate::input::camera::wiring::InputsSettings<'_> {
+        crate::input::camera::wiring::InputsSettings {
+            camera: &self.camera,
+            decoder: &self.decoder,
+            hid_scanner: &self.hid_scanner,
+            evidence: &self.evidence,
+            leds: &self.leds,
+        }
     }
 
     pub fn db_path(&self) -> PathBuf {

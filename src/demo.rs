@@ -82,11 +82,29 @@ pub fn prepare(dir: &Path, http_listen: &str) -> anyhow::Result<PathBuf> {
             .with_context(|| format!("writing {}", key_file.display()))?;
         fs::set_permissions(&key_file, fs::Permissions::from_mode(0o600))?;
     }
+    // Demo twins of the hardware: LED-class devices as plain files (the real
+    // adapter writes them), and a generated camera stream of roster cards.
+    let leds = dir.join("leds");
+    for led in ["green", "red", "buzzer"] {
+        let d = leds.join(led);
+        fs::create_dir_all(&d).with_context(|| format!("creating {}", d.display()))?;
+        for (file, value) in [
+            ("brightness", "0"),
+            ("trigger", "none"),
+            ("max_brightness", "1"),
+        ] {
+            fs::write(d.join(file), value)
+                .with_context(|| format!("writing {}", d.join(file).display()))?;
+        }
+    }
     let config = serde_json::json!({
         "device_id": "demo-kiosk",
         "data_dir": data_dir,
         "http": { "listen": http_listen },
+        "log": { "level": "info,feedback=debug" },
         "schedule": ScheduleConfig::default(),
+        "camera": { "enabled": true, "demo": true, "width": 640, "height": 480, "fps": 10 },
+        "leds": { "enabled": true, "sysfs_root": leds, "green": "green", "red": "red", "buzzer": "buzzer" },
     });
     let path = dir.join("config.json");
     fs::write(&path, serde_json::to_vec_pretty(&config)?)

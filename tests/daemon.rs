@@ -106,8 +106,8 @@ fn hostile_http_requests_get_clear_answers() {
     // A client that connects and says nothing does not block others.
     let _idle = std::net::TcpStream::connect(("127.0.0.1", d.port())).unwrap();
     assert_eq!(get(d.port(), "/ping").0, 200);
-    let (status, _) = d.terminate();
-    assert!(status.success());
+    let (status, lines) = d.terminate();
+    assert!(status.success(), "{status:?}\n{}", lines.join("\n"));
 }
 
 #[test]

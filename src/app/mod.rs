@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 use crate::clock::Clock;
 use crate::config::{Loaded, Secrets};
 use crate::domain::payload::PayloadPolicy;
-use crate::feedback::{Feedback, LogFeedback};
+use crate::feedback::{FanoutFeedback, Feedback, LogFeedback};
 use crate::input::ScanSource;
 use crate::input::replay::ReplaySource;
 use crate::store::{DataDirLock, Store, StoreError, StoreHandle, schema::SchemaError};
@@ -190,6 +190,28 @@ async fn monitor_store(
     }
 }
 
+/// Mirrors the camera's state into health: a camera that is down degrades
+/// the kiosk (the USB scanner may still work) but never makes it unhealthy.
+async fn watch_camera(
+    cam: crate::input::camera::CameraHealth,
+    health: Arc<Health>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    use crate::input::camera::CameraState;
+    let mut tick = tokio::time::interval(Duration::from_secs(2));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            _ = tick.tick() => {}
+        }
+        match cam.status().state {
+            CameraState::Ok | CameraState::Starting => health.clear("camera"),
+            CameraState::Degraded { reason } => health.set("camera", Level::Degraded, reason),
+            CameraState::Stopped => health.set("camera", Level::Degraded, "camera stopped"),
+        }
+    }
+}
+
 /// Feeds the systemd watchdog only while the device demonstrably works.
 async fn feed_watchdog(health: Arc<Health>, shutdown: CancellationToken) -> anyhow::Result<()> {
     let mut usec = 0u64;
@@ -218,18 +240,33 @@ async fn feed_watchdog(health: Arc<Health>, shutdown: CancellationToken) -> anyh
     }
 }
 
-async fn shutdown_signal() -> anyhow::Result<&'static str> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
-    let mut int = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
-    Ok(tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
-    })
+/// SIGTERM/SIGINT handlers, installed first thing so that a stop request
+/// during start-up is not lost (or fatal, with the default disposition).
+struct StopSignals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    fn install() -> anyhow::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(StopSignals {
+            term: signal(SignalKind::terminate()).context("installing SIGTERM handler")?,
+            int: signal(SignalKind::interrupt()).context("installing SIGINT handler")?,
+        })
+    }
+
+    async fn recv(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.int.recv() => "SIGINT",
+        }
+    }
 }
 
 /// Runs the daemon until a signal (Ok) or a task failure (Err).
 pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
+    let mut stop_signals = StopSignals::install()?;
     let RunOptions {
         loaded,
         clock,
@@ -280,6 +317,49 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let mut intake_tasks = WatchedTasks::new();
     let mut core_tasks = WatchedTasks::new();
 
+    // --- kiosk inputs: camera, HID scanner, LEDs, photos (owned by src/input, src/evidence) ---
+    let inputs = {
+        let tz = loaded.schedule.tz;
+        let today_clock = clock.clone();
+        let today: Arc<dyn Fn() -> chrono::NaiveDate + Send + Sync> =
+            Arc::new(move || today_clock.now().with_timezone(&tz).date_naive());
+        let mut attach = crate::evidence::attach::store_attacher(
+            store.clone(),
+            tokio::runtime::Handle::current(),
+            5,
+            Duration::from_secs(1),
+        );
+        // The record holds the rules' time of the scan, which is the source's
+        // time seen through the clock (identity except for the simulated one).
+        let attach_clock = clock.clone();
+        let attach: crate::evidence::AttachFn = Box::new(move |mut photo| {
+            photo.seen_at = attach_clock.map(photo.seen_at);
+            attach(photo)
+        });
+        crate::input::camera::wiring::build(cfg.inputs(), &data_dir, Some(attach), Some(today))?
+    };
+    let crate::input::camera::wiring::KioskInputs {
+        sources: input_sources,
+        feedback: led_feedback,
+        camera_health,
+        photo_worker,
+    } = inputs;
+    sources.extend(input_sources);
+    let feedback: Arc<dyn Feedback> = {
+        let base = feedback.unwrap_or_else(|| Arc::new(LogFeedback));
+        match led_feedback {
+            Some(leds) => Arc::new(FanoutFeedback(vec![base, leds])),
+            None => base,
+        }
+    };
+    if let Some(cam) = camera_health {
+        core_tasks.spawn(
+            "camera-health",
+            watch_camera(cam, health.clone(), core.clone()),
+        );
+    }
+    // --- end kiosk inputs ---
+
     let pipeline = Pipeline {
         store: store.clone(),
         keyring: secrets.qr_keys.clone(),
@@ -287,7 +367,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
             accept_unsigned: cfg.scan.accept_unsigned,
         },
         clock: clock.clone(),
-        feedback: feedback.unwrap_or_else(|| Arc::new(LogFeedback)),
+        feedback,
         health: health.clone(),
     };
     core_tasks.spawn("pipeline", pipeline.run(scan_rx, reply_rx, core.clone()));
@@ -391,7 +471,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     }
 
     let outcome: anyhow::Result<()> = tokio::select! {
-        s = shutdown_signal() => { tracing::info!(signal = s?, "shutting down"); Ok(()) }
+        s = stop_signals.recv() => { tracing::info!(signal = s, "shutting down"); Ok(()) }
         e = intake_tasks.first_ended() => Err(ended_error(e)),
         e = core_tasks.first_ended() => Err(ended_error(e)),
     };
@@ -407,6 +487,10 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         intake_tasks.join_all().await;
         core.cancel();
         core_tasks.join_all().await;
+        if let Some(worker) = photo_worker {
+            // Queued photos finish (and attach) before the store closes.
+            let _ = tokio::task::spawn_blocking(move || worker.join()).await;
+        }
         drop(store);
         store_closed.wait().await;
     };

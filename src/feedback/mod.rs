@@ -37,7 +37,7 @@ impl Feedback for LogFeedback {
 }
 
 /// Fans one acknowledgement out to several outputs (log + LEDs + buzzer).
-pub struct FanoutFeedback(pub Vec<Box<dyn Feedback>>);
+pub struct FanoutFeedback(pub Vec<std::sync::Arc<dyn Feedback>>);
 
 impl Feedback for FanoutFeedback {
     fn acknowledge(&self, ack: &Ack) {
