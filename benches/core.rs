@@ -12,6 +12,9 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+#[path = "report.rs"]
+mod report;
+
 use attendance::app::health::Health;
 use attendance::app::pipeline::{Pipeline, ScanReport};
 use attendance::clock::SimulatedClock;
@@ -203,21 +206,5 @@ Machine: {cpu}, {cores} CPUs, database on the repository's disk (ext4 on virtio)
         size_mb = size as f64 / (1024.0 * 1024.0),
     );
     print!("{section}");
-    write_section("core", &section);
-}
-
-/// Replaces the `<!-- NAME:begin -->`..`<!-- NAME:end -->` part of BENCHMARKS.md.
-fn write_section(name: &str, body: &str) {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("BENCHMARKS.md");
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|_| "# Benchmarks\n".into());
-    let (begin, end) = (
-        format!("<!-- {name}:begin -->"),
-        format!("<!-- {name}:end -->"),
-    );
-    let block = format!("{begin}\n{body}{end}");
-    let new = match (text.find(&begin), text.find(&end)) {
-        (Some(b), Some(e)) if e > b => format!("{}{}{}", &text[..b], block, &text[e + end.len()..]),
-        _ => format!("{}\n{}\n", text.trim_end(), block),
-    };
-    std::fs::write(&path, new).unwrap();
+    report::write_section("core", &section);
 }

@@ -1,7 +1,7 @@
 //! QR decoder benchmark: every engine and several cascades on the same
 //! deterministic synthetic frame set, side by side, in one run.
 //!
-//! `cargo bench --bench decode` (release profile) writes BENCHMARKS-decode.md.
+//! `cargo bench --bench decode` (release profile) writes the decode section of BENCHMARKS.md.
 //! Options after `--`: `--per-cell N` (frames per class x size cell, default
 //! 8), `--out PATH`, `--dump DIR` (write the frames as PGM and exit).
 
@@ -58,16 +58,19 @@ fn quantile(sorted: &[f64], q: f64) -> f64 {
     sorted[idx]
 }
 
+#[path = "report.rs"]
+mod report;
+
 fn main() {
     let mut per_cell = 8u64;
-    let mut out_path = String::from("BENCHMARKS-decode.md");
+    let mut out_path: Option<String> = None;
     let mut dump: Option<String> = None;
     let mut misses: Option<String> = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--per-cell" => per_cell = args.next().and_then(|v| v.parse().ok()).unwrap_or(per_cell),
-            "--out" => out_path = args.next().unwrap_or(out_path),
+            "--out" => out_path = args.next(),
             "--dump" => dump = args.next(),
             "--misses" => misses = args.next(),
             _ => {} // cargo passes --bench
@@ -316,8 +319,13 @@ fn main() {
         );
     }
     pipeline_costs(&mut md, &specs, &frames);
-    std::fs::write(&out_path, &md).expect("write benchmark table");
-    eprintln!("wrote {out_path}");
+    match out_path {
+        Some(p) => {
+            std::fs::write(&p, &md).expect("write benchmark table");
+            eprintln!("wrote {p}");
+        }
+        None => report::write_section("decode", &md),
+    }
 }
 
 fn cpu_model() -> String {

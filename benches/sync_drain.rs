@@ -1,7 +1,7 @@
 //! Drains a backlog of attendance records into a real PostgREST 12 +
 //! PostgreSQL with the shipped migrations: bulk upserts (the engine's
 //! batches) against one record per request (the seeds' approach), in one
-//! run, and writes the figures to BENCHMARKS-sync.md.
+//! run, and writes the figures to the sync section of BENCHMARKS.md.
 //!
 //! Run through tests/cloud/bench.sh, which installs the stack and sets
 //! ATTENDANCE_CLOUD_TESTS, ATTENDANCE_PG_BIN and ATTENDANCE_POSTGREST.
@@ -87,6 +87,9 @@ fn tool_version(cmd: &str, arg: &str) -> String {
         .unwrap_or_else(|_| "?".into())
 }
 
+#[path = "report.rs"]
+mod report;
+
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return; // `cargo bench -- --list` and `cargo test --benches`
@@ -171,7 +174,5 @@ fn main() {
         "\nBatched is **{ratio:.1}×** the one-record-per-request rate \
          (targets: at least 5,000 records/s batched and at least 20×).\n"
     ));
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("BENCHMARKS-sync.md");
-    std::fs::write(&path, md).unwrap();
-    println!("wrote {}", path.display());
+    report::write_section("sync", &md);
 }

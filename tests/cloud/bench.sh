@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Sync drain benchmark: 50,000 records into a real PostgREST, batched vs one
-# record per request, in one run. Writes BENCHMARKS-sync.md at the repo root.
+# record per request, in one run. Writes the sync section of BENCHMARKS.md.
 # Not part of CI (it takes minutes); SYNC_BENCH_RECORDS=N for a smaller run.
 set -uo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"

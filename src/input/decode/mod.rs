@@ -6,7 +6,7 @@
 //! on a 2x downscaled copy ([`engines::Downscaled`]), and a [`Cascade`] tries
 //! a list of decoders in order and stops at the first that finds a code.
 //! Which chain is the default was chosen by measurement: see
-//! `BENCHMARKS-decode.md` (`cargo bench --bench decode`).
+//! the decode section of `BENCHMARKS.md` (`cargo bench --bench decode`).
 
 pub mod cli;
 pub mod engines;
@@ -108,7 +108,7 @@ impl DecoderStage {
     }
 }
 
-/// The chain chosen by the benchmark (see BENCHMARKS-decode.md): rxing on
+/// The chain chosen by the benchmark (see BENCHMARKS.md, decode section): rxing on
 /// a half-size frame first (large and mid codes, ~1 ms), then quircs and
 /// rxing at full size (small codes, keystone). It detects as much as
 /// quircs > rxing and as the four-stage chains with quircs@1/2, at a lower
