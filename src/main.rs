@@ -18,7 +18,7 @@ use attendance::config::{self, ConfigPaths, Secrets};
 use attendance::domain::payload;
 use attendance::domain::record::StudentNumber;
 use attendance::input::replay::ReplaySource;
-use attendance::store::{ReadOnlyStore, Store, StudentRow};
+use attendance::store::{ReadOnlyStore, StudentRow};
 use attendance::{demo, logging};
 
 #[derive(Parser)]
@@ -301,17 +301,7 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 }
                 None => {
                     // No daemon: take the lock ourselves so none starts meanwhile.
-                    let cfg = &loaded.config;
-                    std::fs::create_dir_all(&cfg.data_dir)
-                        .with_context(|| format!("creating {}", cfg.data_dir.display()))?;
-                    let _lock = attendance::store::DataDirLock::acquire(&cfg.lock_path())?;
-                    let mut store = Store::open(
-                        &cfg.db_path(),
-                        &cfg.device_id,
-                        loaded.schedule.clone(),
-                        chrono::Duration::seconds(i64::from(cfg.scan.cooldown_seconds)),
-                        Duration::from_millis(cfg.store.busy_timeout_ms),
-                    )?;
+                    let (_lock, mut store) = app::open_store_exclusive(&loaded)?;
                     serde_json::to_value(store.import_students(&rows)?)?
                 }
             };
@@ -509,16 +499,7 @@ fn run_demo(dir: &Path, http: &str, speed: u32, seconds: Option<u64>) -> anyhow:
     let data_dir = loaded.config.data_dir.clone();
     // Seed the roster before the daemon starts (nothing else holds the lock yet).
     {
-        let cfg = &loaded.config;
-        std::fs::create_dir_all(&data_dir)?;
-        let _lock = attendance::store::DataDirLock::acquire(&cfg.lock_path())?;
-        let mut store = Store::open(
-            &cfg.db_path(),
-            &cfg.device_id,
-            loaded.schedule.clone(),
-            chrono::Duration::seconds(i64::from(cfg.scan.cooldown_seconds)),
-            Duration::from_millis(cfg.store.busy_timeout_ms),
-        )?;
+        let (_lock, mut store) = app::open_store_exclusive(&loaded)?;
         store.import_students(&demo::roster())?;
     }
     let key = demo::read_demo_key(&data_dir)?;

@@ -58,17 +58,8 @@ fn notify(state: &[sd_notify::NotifyState<'_>]) {
 /// Opens the store; an unreadable or foreign database file is moved aside
 /// (kept, never deleted) and a new one created, so the kiosk keeps recording.
 fn open_store(loaded: &Loaded, health: &Health) -> anyhow::Result<Store> {
-    let cfg = &loaded.config;
-    let path = cfg.db_path();
-    let open = || {
-        Store::open(
-            &path,
-            &cfg.device_id,
-            loaded.schedule.clone(),
-            chrono::Duration::seconds(i64::from(cfg.scan.cooldown_seconds)),
-            Duration::from_millis(cfg.store.busy_timeout_ms),
-        )
-    };
+    let path = loaded.config.db_path();
+    let open = || store_from_config(loaded);
     match open() {
         Ok(s) => Ok(s),
         Err(e) if is_unusable_file(&e) => {
@@ -96,6 +87,27 @@ fn open_store(loaded: &Loaded, health: &Health) -> anyhow::Result<Store> {
         }
         Err(e) => Err(e.into()),
     }
+}
+
+fn store_from_config(loaded: &Loaded) -> Result<Store, StoreError> {
+    let cfg = &loaded.config;
+    Store::open(
+        &cfg.db_path(),
+        &cfg.device_id,
+        loaded.schedule.clone(),
+        chrono::Duration::seconds(i64::from(cfg.scan.cooldown_seconds)),
+        Duration::from_millis(cfg.store.busy_timeout_ms),
+    )
+}
+
+/// Opens the store with no daemon running (CLI writes, demo seeding),
+/// holding the data-directory lock so that none starts meanwhile.
+pub fn open_store_exclusive(loaded: &Loaded) -> anyhow::Result<(DataDirLock, Store)> {
+    let dir = &loaded.config.data_dir;
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("data directory {}: cannot create", dir.display()))?;
+    let lock = DataDirLock::acquire(&loaded.config.lock_path())?;
+    Ok((lock, store_from_config(loaded)?))
 }
 
 fn is_unusable_file(e: &StoreError) -> bool {
