@@ -54,6 +54,19 @@ pub enum ConfigError {
     Secret { file: PathBuf, message: String },
 }
 
+impl ConfigError {
+    /// The config file the error is in, when it is one file's fault.
+    pub fn file(&self) -> Option<String> {
+        match self {
+            ConfigError::Read { file, .. }
+            | ConfigError::TooLarge { file, .. }
+            | ConfigError::Syntax { file, .. } => Some(file.display().to_string()),
+            ConfigError::Key { file, .. } => Some(file.clone()),
+            ConfigError::Secret { .. } => None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {

@@ -46,12 +46,12 @@ struct ConfigArgs {
 }
 
 impl ConfigArgs {
-    fn load(&self) -> anyhow::Result<config::Loaded> {
+    fn load(&self) -> Result<config::Loaded, config::ConfigError> {
         let paths = ConfigPaths {
             system: self.system_config.clone(),
             device: self.device_config.clone(),
         };
-        Ok(config::load(&paths, self.data_dir.as_deref())?)
+        config::load(&paths, self.data_dir.as_deref())
     }
 }
 
@@ -234,8 +234,34 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             simulated_clock,
             clock_speed,
         } => {
-            let loaded = config.load()?;
+            // A device layer that a power cut or a bad edit broke must not stop
+            // the kiosk (systemd would restart it in a loop and RAUC would
+            // roll back a good slot): run on the image's layer, degraded.
+            let (loaded, config_problem) = match config.load() {
+                Ok(l) => (l, None),
+                Err(e)
+                    if e.file().as_deref()
+                        == Some(&*config.device_config.display().to_string()) =>
+                {
+                    let fallback = ConfigArgs {
+                        device_config: PathBuf::from(
+                            "/nonexistent/attendance-device-config-ignored",
+                        ),
+                        ..config.clone()
+                    };
+                    let loaded = fallback
+                        .load()
+                        .map_err(|e2| anyhow::anyhow!("{e}; and without it: {e2}"))?;
+                    let problem =
+                        format!("device config ignored, running on the image's config: {e}");
+                    (loaded, Some(problem))
+                }
+                Err(e) => return Err(e.into()),
+            };
             logging::init(&loaded.config.log);
+            if let Some(p) = &config_problem {
+                tracing::error!(problem = %p, "device config unusable");
+            }
             let clock: Arc<dyn Clock> = match simulated_clock {
                 Some(start) => {
                     Arc::new(SimulatedClock::new(start.with_timezone(&Utc), clock_speed))
@@ -248,6 +274,7 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 extra_sources: Vec::new(),
                 feedback: None,
                 on_ready: None,
+                config_problem,
             };
             runtime()?.block_on(app::run(opts))?;
             Ok(ExitCode::SUCCESS)
@@ -513,6 +540,7 @@ fn run_demo(dir: &Path, http: &str, speed: u32, seconds: Option<u64>) -> anyhow:
         clock: Arc::new(clock),
         extra_sources: vec![Box::new(source)],
         feedback: None,
+        config_problem: None,
         on_ready: Some(Box::new(move |addr| {
             let url = addr
                 .map(|a| format!("http://{a}/health"))

@@ -46,6 +46,9 @@ pub struct RunOptions {
     pub feedback: Option<Arc<dyn Feedback>>,
     /// Called once the daemon is ready, with the HTTP address it listens on.
     pub on_ready: Option<Box<dyn FnOnce(Option<std::net::SocketAddr>) + Send>>,
+    /// Set when the device's config layer was unusable and the daemon runs on
+    /// the image's config instead; reported as degraded health.
+    pub config_problem: Option<String>,
 }
 
 fn notify(state: &[sd_notify::NotifyState<'_>]) {
@@ -285,6 +288,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         extra_sources,
         feedback,
         on_ready,
+        config_problem,
     } = opts;
     let cfg = loaded.config.clone();
     let data_dir = cfg.data_dir.clone();
@@ -304,6 +308,9 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let health = Arc::new(Health::new(Duration::from_millis(
         cfg.lifecycle.liveness_timeout_ms,
     )));
+    if let Some(problem) = config_problem {
+        health.set("config", Level::Degraded, problem);
+    }
     let store = open_store(&loaded, &health)?;
     let (store, store_closed) = StoreHandle::spawn(store, 256)?;
     health.beat(Beat::Store);

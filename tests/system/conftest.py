@@ -33,7 +33,7 @@ def image() -> Path:
 
 @pytest.fixture(scope="session")
 def figures():
-    """Measured figures, written to figures.json for qemu/BENCHMARKS-system.md."""
+    """Measured figures, written to figures.json for the system section of BENCHMARKS.md."""
     OUT.mkdir(parents=True, exist_ok=True)
     data = json.loads(FIGURES.read_text()) if FIGURES.exists() else {}
 
