@@ -356,6 +356,12 @@ async fn roster_pull_is_incremental_paginated_and_scoped_to_the_school() {
         .await,
         2500
     );
+    // The counter is bumped after the apply commits, so the rows can be seen first.
+    let m = run.metrics.clone();
+    wait_for(10, "roster counter", async || {
+        m.status().roster_rows >= 2500
+    })
+    .await;
     let after_first = run.metrics.status().roster_rows;
     assert_eq!(after_first, 2500);
 
