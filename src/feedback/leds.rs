@@ -333,8 +333,19 @@ mod tests {
         std::fs::write(d.join("trigger"), "[heartbeat] none").expect("w");
     }
 
+    /// A plain file is not sysfs: the LED thread's write truncates before it
+    /// writes, so a reader can catch it empty. Real LED attributes are
+    /// written whole; read again until the value is there.
     fn read(root: &Path, name: &str) -> String {
-        std::fs::read_to_string(root.join(name).join("brightness")).expect("read")
+        let path = root.join(name).join("brightness");
+        for _ in 0..100 {
+            let v = std::fs::read_to_string(&path).expect("read");
+            if !v.is_empty() {
+                return v;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        String::new()
     }
 
     fn cfg(root: &Path) -> LedsConfig {
