@@ -49,14 +49,7 @@ fn latency(dir: &Path) -> (f64, f64, f64) {
         )
         .unwrap();
         let roster: Vec<StudentRow> = (0..SCANS)
-            .map(|i| StudentRow {
-                student_number: StudentNumber::parse(&format!("B-{i:05}")).unwrap(),
-                full_name: String::new(),
-                grade: String::new(),
-                section: String::new(),
-                guardian_phone: None,
-                active: true,
-            })
+            .map(|i| StudentRow::bare(StudentNumber::parse(&format!("B-{i:05}")).unwrap()))
             .collect();
         store.import_students(&roster).unwrap();
         let (handle, closed) = StoreHandle::spawn(store, 64).unwrap();

@@ -46,14 +46,7 @@ async fn scenario(fault: Fault, expect_open: bool) {
         .call(move |s| {
             insert_records(s, &backlog);
             let roster: Vec<StudentRow> = (0..SCANS)
-                .map(|i| StudentRow {
-                    student_number: StudentNumber::parse(&format!("L{i:05}")).unwrap(),
-                    full_name: String::new(),
-                    grade: String::new(),
-                    section: String::new(),
-                    guardian_phone: None,
-                    active: true,
-                })
+                .map(|i| StudentRow::bare(StudentNumber::parse(&format!("L{i:05}")).unwrap()))
                 .collect();
             s.import_students(&roster).unwrap();
         })

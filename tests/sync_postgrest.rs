@@ -412,16 +412,7 @@ async fn roster_pull_is_incremental_paginated_and_scoped_to_the_school() {
     // Local imports still work beside the pulled roster.
     let summary = local
         .handle
-        .call(|s| {
-            s.import_students(&[StudentRow {
-                student_number: StudentNumber::parse("LOCAL-1").unwrap(),
-                full_name: String::new(),
-                grade: String::new(),
-                section: String::new(),
-                guardian_phone: None,
-                active: true,
-            }])
-        })
+        .call(|s| s.import_students(&[StudentRow::bare(StudentNumber::parse("LOCAL-1").unwrap())]))
         .await
         .unwrap()
         .unwrap();

@@ -147,6 +147,20 @@ fn yes() -> bool {
     true
 }
 
+impl StudentRow {
+    /// An active student with nothing but a number (fixtures, benchmarks).
+    pub fn bare(student_number: StudentNumber) -> Self {
+        StudentRow {
+            student_number,
+            full_name: String::new(),
+            grade: String::new(),
+            section: String::new(),
+            guardian_phone: None,
+            active: true,
+        }
+    }
+}
+
 /// An attendance record as stored and as sent to the cloud.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct AttendanceRecord {
