@@ -412,6 +412,14 @@ impl Config {
         if !self.data_dir.is_absolute() {
             return bad("data_dir", "must be an absolute path");
         }
+        // sockaddr_un holds 108 bytes including the NUL; a deeper data_dir
+        // would only fail later, when the control socket is bound.
+        if self.control_socket().as_os_str().len() > 107 {
+            return bad(
+                "data_dir",
+                "is too long: <data_dir>/control.sock must fit in 107 bytes (a Unix socket path)",
+            );
+        }
         if self.scan.cooldown_seconds > 3600 {
             return bad("scan.cooldown_seconds", "must be at most 3600");
         }
@@ -744,6 +752,9 @@ mod tests {
         assert_eq!(c.validate().unwrap_err().0, "device_id");
         let mut c = Config::default();
         c.data_dir = "relative".into();
+        assert_eq!(c.validate().unwrap_err().0, "data_dir");
+        let mut c = Config::default();
+        c.data_dir = PathBuf::from(format!("/{}", "d".repeat(100)));
         assert_eq!(c.validate().unwrap_err().0, "data_dir");
         let mut c = Config::default();
         c.sources.replay.enabled = true;

@@ -17,8 +17,10 @@ import json
 import os
 import re
 import secrets
+import shutil
 import signal
 import socket
+import tempfile
 import subprocess
 import threading
 import time
@@ -113,6 +115,10 @@ class Machine:
         self.disk = self.dir / "disk.qcow2"
         self.vars = self.dir / "OVMF_VARS.fd"
         self.serial_log = self.dir / "serial.log"
+        # AF_UNIX paths are limited to 107 bytes and the checkout may live deep
+        # (CI clones under /check/work/...), so the sockets get a short private dir.
+        self.sock_dir = Path(tempfile.mkdtemp(prefix="kvm-", dir="/tmp"))
+        atexit.register(shutil.rmtree, self.sock_dir, True)
         subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b",
                         str(self.image), str(self.disk)], check=True)
         self.vars.write_bytes(OVMF_VARS.read_bytes())
@@ -136,8 +142,8 @@ class Machine:
     def start(self):
         assert self.proc is None, "already running"
         self.port = free_port()
-        qmp_path = self.dir / "qmp.sock"
-        ser_path = self.dir / "serial.sock"
+        qmp_path = self.sock_dir / "qmp.sock"
+        ser_path = self.sock_dir / "serial.sock"
         for p in (qmp_path, ser_path):
             p.unlink(missing_ok=True)
         cmd = [
