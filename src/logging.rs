@@ -4,6 +4,8 @@
 //! (the scan's correlation id) are included in every event inside the span.
 //! `RUST_LOG` overrides the configured level.
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::format::FmtSpan;
 
@@ -16,6 +18,9 @@ pub fn init(cfg: &LogConfig) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // Colours only for a person at a terminal: journald and log files
+        // would store the escape codes.
+        .with_ansi(std::io::stderr().is_terminal())
         .with_span_events(FmtSpan::NONE);
     let result = match cfg.format {
         LogFormat::Json => builder
