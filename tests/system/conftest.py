@@ -51,10 +51,18 @@ def _workdir(request) -> Path:
     return d
 
 
+def school_morning() -> str:
+    """Tomorrow 08:00 UTC: inside the tests' login window whenever the suite
+    runs, and after the development certificates' notBefore (made today)."""
+    day = time.gmtime(time.time() + 86400)
+    return time.strftime("%Y-%m-%dT08:00:00", day)
+
+
 @pytest.fixture
 def machine(request, image):
-    """A fresh kiosk (new qcow2 overlay, new UEFI vars) for one test; not started."""
-    m = Machine(_workdir(request), image)
+    """A fresh kiosk (new qcow2 overlay, new UEFI vars) for one test; not
+    started. Its clock starts on a school morning (see school_morning)."""
+    m = Machine(_workdir(request), image, rtc_base=school_morning())
     yield m
     m.stop()
 

@@ -13,6 +13,7 @@ the serial log, and the whole log stays in the machine's directory.
 from __future__ import annotations
 
 import atexit
+import calendar
 import json
 import os
 import re
@@ -106,11 +107,31 @@ class Qmp:
             pass
 
 
+def _scanner_keys() -> dict[str, tuple[bool, str]]:
+    keys = {c: (False, c) for c in "abcdefghijklmnopqrstuvwxyz0123456789"}
+    keys.update({c.upper(): (True, c) for c in "abcdefghijklmnopqrstuvwxyz"})
+    for plain, shifted, qcode in [("-", "_", "minus"), ("=", "+", "equal"), (";", ":", "semicolon"),
+                                  ("'", '"', "apostrophe"), (",", "<", "comma"), (".", ">", "dot"),
+                                  ("/", "?", "slash"), ("[", "{", "bracket_left"),
+                                  ("]", "}", "bracket_right")]:
+        keys[plain] = (False, qcode)
+        keys[shifted] = (True, qcode)
+    keys.update({" ": (False, "spc"), "\n": (False, "ret")})
+    return keys
+
+
+SCANNER_KEYS = _scanner_keys()
+
+
 class Machine:
-    def __init__(self, workdir: Path, image: Path, name: str = "kiosk"):
+    def __init__(self, workdir: Path, image: Path, name: str = "kiosk", rtc_base: str | None = None):
         self.dir = Path(workdir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.name = name
+        # Guest wall clock at power-on (QEMU -rtc base=...), for tests whose
+        # outcome depends on the school schedule; None = the host's clock.
+        self.rtc_base = rtc_base
+        self._rtc_t0: float | None = None
         self.image = Path(image)
         self.disk = self.dir / "disk.qcow2"
         self.vars = self.dir / "OVMF_VARS.fd"
@@ -147,7 +168,7 @@ class Machine:
         for p in (qmp_path, ser_path):
             p.unlink(missing_ok=True)
         cmd = [
-            "qemu-system-x86_64", "-name", self.name, "-machine", "q35", "-accel", "tcg",
+            "qemu-system-x86_64", "-name", self.name, "-machine", "q35,i8042=off", "-accel", "tcg",
             "-smp", "2", "-m", "1024", "-nodefaults", "-no-user-config",
             "-display", "none", "-vga", "none",
             "-drive", f"if=pflash,format=raw,readonly=on,file={OVMF_CODE}",
@@ -157,11 +178,19 @@ class Machine:
             "-device", "i6300esb", "-action", "watchdog=reset",
             "-netdev", f"user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:{self.port}-:8080",
             "-device", "virtio-net-pci,netdev=n0",
-            "-device", "qemu-xhci,id=xhci", "-device", "usb-kbd,bus=xhci.0",
+            "-device", "qemu-xhci,id=xhci", "-device", "usb-kbd,bus=xhci.0,id=scanner",
             "-qmp", f"unix:{qmp_path},server=on,wait=off",
             "-chardev", f"socket,id=ser0,path={ser_path},server=on,wait=on",
             "-serial", "chardev:ser0",
         ]
+        if self.rtc_base:
+            # A later start (power back on) continues the guest's clock as a
+            # real RTC would, instead of turning it back to the base.
+            if self._rtc_t0 is None:
+                self._rtc_t0 = time.time()
+            base = calendar.timegm(time.strptime(self.rtc_base, "%Y-%m-%dT%H:%M:%S"))
+            now = time.gmtime(base + time.time() - self._rtc_t0)
+            cmd += ["-rtc", f"base={time.strftime('%Y-%m-%dT%H:%M:%S', now)}"]
         for i, (serial, path) in enumerate(self.extra_drives):
             cmd += ["-drive", f"if=none,id=x{i},file={path},format=raw,readonly=on",
                     "-device", f"virtio-blk-pci,drive=x{i},serial={serial}"]
@@ -269,6 +298,27 @@ class Machine:
         if self.proc is not None:
             self.proc.kill()
             self._cleanup()
+
+    # ---- USB QR scanner -----------------------------------------------------
+    def scanner_type(self, text: str, gap: float = 0.03):
+        """Type text on the emulated USB keyboard (`-device usb-kbd,id=scanner`)
+        the way a keyboard-wedge QR scanner does: US layout, Shift held for
+        upper-case and symbols, Enter at the end. One key per QMP command: the
+        usb-kbd queue holds only a few events and drops the rest. The machine
+        has no PS/2 controller (i8042=off), so the USB keyboard is the only
+        one QEMU can route the events to."""
+        for ch in text:
+            if ch not in SCANNER_KEYS:
+                raise ValueError(f"no US-layout key for {ch!r}")
+            shift, qcode = SCANNER_KEYS[ch]
+            keys = (["shift"] if shift else []) + [qcode]
+            events = [self._key(k, True) for k in keys] + [self._key(k, False) for k in reversed(keys)]
+            self.qmp.execute("input-send-event", events=events)
+            time.sleep(gap)
+
+    @staticmethod
+    def _key(qcode: str, down: bool) -> dict:
+        return {"type": "key", "data": {"down": down, "key": {"type": "qcode", "data": qcode}}}
 
     # ---- serial console ---------------------------------------------------
     def text(self, since: int = 0) -> str:
