@@ -2,12 +2,15 @@
 //!
 //! Every decoder sits behind [`QrDecoder`]; the camera, the `decode`
 //! subcommand and the benchmark all go through it. Three engines are wrapped
-//! ([`engines::Rqrr`], [`engines::Quircs`], [`engines::Rxing`]), each can run
-//! on a 2x downscaled copy ([`engines::Downscaled`]), and a [`Cascade`] tries
+//! ([`engines::Rqrr`], [`engines::Quircs`], [`engines::Rxing`]), plus rxing's
+//! zxing-cpp reader on our own local-mean binariser ([`engines::RxingLocal`],
+//! [`binarize`]); each can run on a 2x downscaled copy
+//! ([`engines::Downscaled`]), and a [`Cascade`] tries
 //! a list of decoders in order and stops at the first that finds a code.
 //! Which chain is the default was chosen by measurement: see
 //! the decode section of `BENCHMARKS.md` (`cargo bench --bench decode`).
 
+pub mod binarize;
 pub mod cli;
 pub mod engines;
 pub mod luma;
@@ -91,11 +94,15 @@ pub enum DecoderStage {
     QuircsHalf,
     /// rxing on a 2x box-downscaled copy of the frame.
     RxingHalf,
+    /// rxing's zxing-cpp QR reader on a local-mean binarisation.
+    RxingLocal,
+    /// `rxing_local` on a 2x box-downscaled copy of the frame.
+    RxingLocalHalf,
 }
 
 impl DecoderStage {
     pub fn build(self) -> Box<dyn QrDecoder> {
-        use engines::{Downscaled, Quircs, Rqrr, Rxing};
+        use engines::{Downscaled, Quircs, Rqrr, Rxing, RxingLocal};
         match self {
             DecoderStage::Rqrr => Box::new(Rqrr),
             DecoderStage::Quircs => Box::new(Quircs::default()),
@@ -104,21 +111,23 @@ impl DecoderStage {
             DecoderStage::RqrrHalf => Box::new(Downscaled::new(Rqrr)),
             DecoderStage::QuircsHalf => Box::new(Downscaled::new(Quircs::default())),
             DecoderStage::RxingHalf => Box::new(Downscaled::new(Rxing { try_harder: false })),
+            DecoderStage::RxingLocal => Box::new(RxingLocal::FULL),
+            DecoderStage::RxingLocalHalf => Box::new(Downscaled::new(RxingLocal::HALF)),
         }
     }
 }
 
-/// The chain chosen by the benchmark (see BENCHMARKS.md, decode section): rxing on
-/// a half-size frame first (large and mid codes, ~1 ms), then quircs and
-/// rxing at full size (small codes, keystone). It detects as much as
-/// quircs > rxing and as the four-stage chains with quircs@1/2, at a lower
-/// median and the lowest cost per frame without a code (most frames of an
-/// idle kiosk). Appending `rqrr` adds a few points on perspective and low
-/// contrast but more than doubles the cost of frames without a code.
+/// The chain chosen by the benchmark (see BENCHMARKS.md, decode section):
+/// rxing's zxing-cpp reader on a local-mean binarisation, first on a
+/// half-size copy (most codes, about 1 ms), then at full size (small,
+/// dim and keystoned codes), then quircs (a few keystoned and rotated far
+/// codes the first two miss). It detects more than the previous default
+/// (`rxing@1/2 > quircs > rxing`) at a lower median and a lower cost per
+/// frame without a code (most frames of an idle kiosk).
 pub const DEFAULT_CHAIN: &[DecoderStage] = &[
-    DecoderStage::RxingHalf,
+    DecoderStage::RxingLocalHalf,
+    DecoderStage::RxingLocal,
     DecoderStage::Quircs,
-    DecoderStage::Rxing,
 ];
 
 fn default_chain() -> Vec<DecoderStage> {

@@ -47,22 +47,68 @@ fn synthetic_frames_are_deterministic() {
     assert_eq!(render(spec), render(spec));
 }
 
+/// Per-class floor for the default chain at 720p on this test's frames (two
+/// per size, far to close; seeds differ from the benchmark's). Today it
+/// reads 8 of 8 in every class but blur (5 of 8: blurred far codes are not
+/// read; the benchmark's rates at 720p are clean, rotated and noise 100 %,
+/// perspective 94 %, low contrast 88 %, blur 69 %). The floors sit one or
+/// two frames below, so a change that loses codes fails here.
+const DEFAULT_CHAIN_FLOOR_720P: [(Class, usize); 6] = [
+    (Class::Clean, 7),
+    (Class::Rotated, 7),
+    (Class::Perspective, 6),
+    (Class::Blur, 4),
+    (Class::Noise, 7),
+    (Class::LowContrast, 6),
+];
+
 #[test]
 fn default_chain_detects_every_class_at_720p() {
     let mut dec = DecoderConfig::default().build();
-    for class in Class::ALL {
-        if class == Class::Empty {
-            continue;
-        }
-        let specs = subset(class, &[Size::Mid, Size::Near, Size::Close], 2, (1280, 720));
+    let mut report = Vec::new();
+    let mut failures = Vec::new();
+    let (mut total_found, mut total) = (0, 0);
+    for (class, floor) in DEFAULT_CHAIN_FLOOR_720P {
+        let specs = subset(class, &Size::ALL, 2, (1280, 720));
         let (found, wrong, _) = check(dec.as_mut(), &specs);
+        total_found += found;
+        total += specs.len();
         assert_eq!(wrong, 0, "{class:?}: wrong payloads");
-        assert!(
-            found * 100 >= specs.len() * 80,
-            "{class:?}: found {found} of {}",
-            specs.len()
-        );
+        report.push(format!("{class:?} {found}/{}", specs.len()));
+        if found < floor {
+            failures.push(format!("{class:?}: found {found}, floor {floor}"));
+        }
     }
+    eprintln!("default chain at 720p: {}", report.join(", "));
+    assert!(failures.is_empty(), "{failures:?}");
+    // and at least 90 % over all classes (today 45 of 48)
+    assert!(
+        total_found * 100 >= total * 90,
+        "found {total_found} of {total}"
+    );
+    let empty = subset(Class::Empty, &[Size::Mid], 4, (1280, 720));
+    assert_eq!(check(dec.as_mut(), &empty).2, 0, "codes in empty frames");
+}
+
+#[test]
+fn local_binarisation_reads_dim_codes() {
+    // The reason rxing-local is in the default chain: dim, washed-out codes
+    // next to clutter, which ZXing's hybrid binariser (plain rxing) loses.
+    let specs = subset(Class::LowContrast, &Size::ALL, 3, (1280, 720));
+    let mut local = DecoderStage::RxingLocal.build();
+    let mut hybrid = DecoderStage::Rxing.build();
+    let (found_local, wrong_local, _) = check(local.as_mut(), &specs);
+    let (found_hybrid, wrong_hybrid, _) = check(hybrid.as_mut(), &specs);
+    eprintln!(
+        "low contrast: rxing-local {found_local}, rxing {found_hybrid} of {}",
+        specs.len()
+    );
+    assert_eq!((wrong_local, wrong_hybrid), (0, 0));
+    assert!(
+        found_local >= 9 && found_local >= found_hybrid + 4,
+        "rxing-local {found_local}, rxing {found_hybrid} of {}",
+        specs.len()
+    );
 }
 
 #[test]
@@ -73,6 +119,8 @@ fn no_engine_reports_codes_in_empty_frames() {
         DecoderStage::Quircs,
         DecoderStage::Rxing,
         DecoderStage::QuircsHalf,
+        DecoderStage::RxingLocal,
+        DecoderStage::RxingLocalHalf,
     ] {
         let mut dec = stage.build();
         let (_, _, fp) = check(dec.as_mut(), &specs);
@@ -89,6 +137,8 @@ fn every_engine_reads_a_clean_code_and_never_a_wrong_one() {
         DecoderStage::Rxing,
         DecoderStage::QuircsHalf,
         DecoderStage::RxingHalf,
+        DecoderStage::RxingLocal,
+        DecoderStage::RxingLocalHalf,
     ] {
         let mut dec = stage.build();
         let (found, wrong, _) = check(dec.as_mut(), &specs);
@@ -135,6 +185,8 @@ fn decoders_survive_degenerate_frames() {
         DecoderStage::Rxing,
         DecoderStage::QuircsHalf,
         DecoderStage::RxingHalf,
+        DecoderStage::RxingLocal,
+        DecoderStage::RxingLocalHalf,
     ] {
         let mut dec = stage.build();
         for f in &frames {
