@@ -71,9 +71,11 @@ def test_contract_values_of_the_daemon_unit():
 
 
 def test_mark_good_waits_for_health():
-    execs = multi("attendance-mark-good.service", "Service", "ExecStart")
-    assert execs[0].startswith("/usr/bin/attendance health --wait ")
-    assert execs[-1] == "/usr/bin/rauc status mark-good"
+    s = unit("attendance-mark-good.service")["Service"]
+    assert s["ExecStart"] == "/usr/libexec/attendance/mark-good"
+    wait = int(s["Environment"].split("HEALTH_WAIT_SECS=", 1)[1].split()[0])
+    assert wait + 30 <= int(s["TimeoutStartSec"]), "the unit would be killed before the script decides"
+    assert s["ReadWritePaths"] == "-/data/ota"
     u = unit("attendance-mark-good.service")["Unit"]
     assert "attendance.service" in u["Requires"] and "attendance.service" in u["After"]
 

@@ -3,8 +3,10 @@
 One kiosk for the module, in file order: foreign bundles are refused (slot
 state unchanged), a good bundle lands in slot B, boots, is marked good only
 after the daemon is healthy and /data is intact; then a bundle whose daemon
-never becomes healthy goes to slot A, is never marked good, and the kiosk
-falls back to B by itself and stays there.
+crashes goes to slot A, is never marked good, and the kiosk falls back to B
+by itself and stays there; then a bundle whose daemon runs (READY, watchdog
+fed) but whose /health never answers goes to slot A, and the update policy
+reboots it until the bootloader falls back to B.
 
 Bundles are built at test time from slot images made by qemu/build-image
 --slot-only, signed with the development keys the image trusts (or with a
@@ -64,12 +66,24 @@ def bundles(figures):
     bad_cfg.write_text('{"this_key_does_not_exist": true}\n')
     bad_rootfs = build_slot("v3-unhealthy", "system-test-v3-unhealthy",
                             [f"{bad_cfg}:/etc/attendance/config.json"])
+    # Runs fine but serves HTTP on another port than the one the device's
+    # health check (and the admin) uses, so /health never answers there.
+    # The bundle also shortens the health wait of its mark-good unit, the
+    # knob the policy has, to keep the test short.
+    mute_cfg = BUNDLES / "mute-config.json"
+    mute_cfg.write_text('{"http": {"listen": "127.0.0.1:8090"}}\n')
+    mute_dropin = BUNDLES / "mute-mark-good.conf"
+    mute_dropin.write_text("[Service]\nEnvironment=HEALTH_WAIT_SECS=30\n")
+    mute_rootfs = build_slot("v4-mute", "system-test-v4-mute",
+                             [f"{mute_cfg}:/etc/attendance/config.json",
+                              f"{mute_dropin}:/etc/systemd/system/attendance-mark-good.service.d/50-test.conf"])
     foreign = BUNDLES / "foreign-keys"
     subprocess.run(["sh", str(REPO / "ota/make-dev-keys"), str(foreign)], check=True,
                    stdout=subprocess.DEVNULL)
     b = {
         "good": BUNDLES / "good.raucb",
         "unhealthy": BUNDLES / "unhealthy.raucb",
+        "mute": BUNDLES / "mute.raucb",
         "foreign_key": BUNDLES / "foreign-key.raucb",
         "foreign_compatible": BUNDLES / "foreign-compatible.raucb",
     }
@@ -78,6 +92,7 @@ def bundles(figures):
             f"ota/build-bundle with RAUC_MKSQUASHFS_ARGS='{SQUASHFS_ARGS}' (verity, 512 MiB ext4 slot)")
     figures("bundle_size_mib", b["good"].stat().st_size / 2**20, "MiB", "size of the verity bundle above")
     build_bundle(bad_rootfs, b["unhealthy"], "system-test-v3-unhealthy")
+    build_bundle(mute_rootfs, b["mute"], "system-test-v4-mute")
     build_bundle(good_rootfs, b["foreign_key"], "system-test-v2", keys=foreign)
     build_bundle(good_rootfs, b["foreign_compatible"], "system-test-v2",
                  compatible="attendance-kiosk-raspberrypi4-64")
@@ -170,7 +185,7 @@ def test_update_installs_to_other_slot_and_is_marked_good_after_health(kiosk, bu
     assert "attendance.sqlite3" in db_after and "attendance.sqlite3" in db_before
 
 
-def test_unhealthy_update_rolls_back_and_stays_back(kiosk, bundles, figures):
+def test_crashing_update_rolls_back_and_stays_back(kiosk, bundles, figures):
     booted, _ = kiosk.rauc_status()
     assert booted == "B", "runs after the good update"
     path = copy_bundle(kiosk, bundles, "unhealthy")
@@ -205,3 +220,34 @@ def test_unhealthy_update_rolls_back_and_stays_back(kiosk, bundles, figures):
     m = kiosk.wait_for(r"booting slot ([AB])", 180)
     assert m.group(1) == "B", "GRUB retried the bad slot"
     kiosk.wait_healthy()
+
+
+def test_update_whose_health_never_answers_is_rebooted_back(kiosk, bundles, figures):
+    booted, _ = kiosk.rauc_status()
+    assert booted == "B", "runs after the crashing update"
+    path = copy_bundle(kiosk, bundles, "mute")
+    kiosk.sh(f"rauc install {path} 2>&1", timeout=600)
+    kiosk.sh(f"rm -f {path}")
+    assert "ORDER=A B" in grubenv(kiosk) and "A_OK=1" in grubenv(kiosk)
+
+    t0 = time.time()
+    kiosk.reboot()
+    mark = kiosk.boot_mark
+    kiosk.wait_for(r"booting slot A", 180, since=mark)
+    kiosk.wait_for(r"slot A: \d+ boots without mark-good, marking it bad", 1200, since=mark)
+    kiosk.wait_for(r"booting slot B", 300, since=mark)
+    kiosk.expect_reboot()
+    kiosk.started_at = time.time()
+    kiosk.wait_healthy()
+    figures("rollback_unhealthy_s", time.time() - t0, "s",
+            "reboot into an update whose daemon runs but never answers /health "
+            "(HEALTH_WAIT_SECS=30), to healthy again on the old slot")
+    booted, slots = kiosk.rauc_status()
+    assert booted == "B"
+    assert slots["rootfs.0"]["boot_status"] == "bad", slots
+    # The reboots were the policy's, on a daemon that was up: the persistent
+    # journal (on /data) has both boots of slot A.
+    _, journal = kiosk.sh("journalctl -u attendance-mark-good.service --no-pager -o cat")
+    assert journal.count("never healthy after 30s on newly installed slot A") == 2, journal
+    _, ready = kiosk.sh("journalctl -u attendance.service --no-pager -o cat | grep -c 'http.*8090' || true")
+    assert int(ready.strip() or 0) >= 2, "the mute daemon never started"

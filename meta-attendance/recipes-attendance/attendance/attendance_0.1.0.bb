@@ -49,6 +49,10 @@ do_install:append() {
     install -d ${D}${systemd_system_unitdir} ${D}${sysusersdir} ${D}${nonarch_libdir}/tmpfiles.d
     install -m 0644 ${IMAGE_CONFIG}/usr/lib/systemd/system/attendance.service ${D}${systemd_system_unitdir}/
     install -m 0644 ${IMAGE_CONFIG}/usr/lib/systemd/system/attendance-mark-good.service ${D}${systemd_system_unitdir}/
+    # The update policy that unit runs (mark good, or reboot a new release
+    # that never gets healthy so the bootloader falls back).
+    install -d ${D}${libexecdir}/attendance
+    install -m 0755 ${IMAGE_CONFIG}/usr/libexec/attendance/mark-good ${D}${libexecdir}/attendance/
     install -m 0644 ${IMAGE_CONFIG}/usr/lib/sysusers.d/attendance.conf ${D}${sysusersdir}/attendance.conf
     install -m 0644 ${IMAGE_CONFIG}/usr/lib/tmpfiles.d/attendance.conf ${D}${nonarch_libdir}/tmpfiles.d/attendance.conf
 
@@ -61,7 +65,8 @@ do_install:append() {
     fi
 }
 
-FILES:${PN} += "${sysusersdir}/attendance.conf ${nonarch_libdir}/tmpfiles.d/attendance.conf"
+FILES:${PN} += "${sysusersdir}/attendance.conf ${nonarch_libdir}/tmpfiles.d/attendance.conf \
+                ${libexecdir}/attendance/mark-good"
 
 RDEPENDS:${PN} = "rauc"
 
