@@ -55,6 +55,9 @@ do_install:append() {
     install -m 0755 ${IMAGE_CONFIG}/usr/libexec/attendance/mark-good ${D}${libexecdir}/attendance/
     install -m 0644 ${IMAGE_CONFIG}/usr/lib/sysusers.d/attendance.conf ${D}${sysusersdir}/attendance.conf
     install -m 0644 ${IMAGE_CONFIG}/usr/lib/tmpfiles.d/attendance.conf ${D}${nonarch_libdir}/tmpfiles.d/attendance.conf
+    # V4L2 and evdev registered before the daemon's device cgroup is built.
+    install -d ${D}${nonarch_libdir}/modules-load.d
+    install -m 0644 ${IMAGE_CONFIG}/usr/lib/modules-load.d/attendance.conf ${D}${nonarch_libdir}/modules-load.d/attendance.conf
 
     # Image-level defaults, the read-only layer of the configuration.
     install -d ${D}${sysconfdir}/attendance
@@ -66,6 +69,7 @@ do_install:append() {
 }
 
 FILES:${PN} += "${sysusersdir}/attendance.conf ${nonarch_libdir}/tmpfiles.d/attendance.conf \
+                ${nonarch_libdir}/modules-load.d/attendance.conf \
                 ${libexecdir}/attendance/mark-good"
 
 RDEPENDS:${PN} = "rauc"

@@ -161,10 +161,23 @@ impl FrameGrabber for V4lGrabber {
 
     fn describe(&self) -> String {
         match self.negotiated {
-            Some((f, w, h, stride)) => format!(
-                "{}: {f:?} {w}x{h} (bytes per line {stride})",
-                self.cfg.device.display()
-            ),
+            Some((f, w, h, stride)) => {
+                let mut d = format!(
+                    "{}: {f:?} {w}x{h} (bytes per line {stride})",
+                    self.cfg.device.display()
+                );
+                // An admin checking a camera should see a fallback at once.
+                if f != self.cfg.format {
+                    d.push_str(&format!("; {:?} is not offered", self.cfg.format));
+                }
+                if (w, h) != (self.cfg.width, self.cfg.height) {
+                    d.push_str(&format!(
+                        "; {}x{} is not offered",
+                        self.cfg.width, self.cfg.height
+                    ));
+                }
+                d
+            }
             None => format!("{}: not open", self.cfg.device.display()),
         }
     }
