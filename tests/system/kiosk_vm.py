@@ -300,7 +300,7 @@ class Machine:
             self._cleanup()
 
     # ---- USB QR scanner -----------------------------------------------------
-    def scanner_type(self, text: str, gap: float = 0.03):
+    def scanner_type(self, text: str, gap: float = 0.05):
         """Type text on the emulated USB keyboard (`-device usb-kbd,id=scanner`)
         the way a keyboard-wedge QR scanner does: US layout, Shift held for
         upper-case and symbols, Enter at the end. One key per QMP command: the
