@@ -126,6 +126,30 @@ def grubenv(m: Machine) -> str:
     return out.strip()
 
 
+def install_to_a_and_wait_for_fallback(kiosk: Machine, bundles, name: str) -> float:
+    """From slot B: install bundle `name` (lands in A), reboot into it, wait
+    until GRUB marks A bad and the daemon on B is healthy again; returns the
+    seconds from the reboot to healthy."""
+    booted, _ = kiosk.rauc_status()
+    assert booted == "B", "runs after the good update"
+    path = copy_bundle(kiosk, bundles, name)
+    kiosk.sh(f"rauc install {path} 2>&1", timeout=600)
+    kiosk.sh(f"rm -f {path}")
+    env = grubenv(kiosk)
+    assert "ORDER=A B" in env and "A_OK=1" in env, env
+    t0 = time.time()
+    kiosk.reboot()
+    mark = kiosk.boot_mark
+    kiosk.wait_for(r"booting slot A", 180, since=mark)
+    # in-guest reboots: allow for slow warm resets of OVMF under TCG
+    kiosk.wait_for(r"slot A: \d+ boots without mark-good, marking it bad", 1200, since=mark)
+    kiosk.wait_for(r"booting slot B", 300, since=mark)
+    kiosk.expect_reboot()  # waits below refer to output from here on
+    kiosk.started_at = time.time()
+    kiosk.wait_healthy()
+    return time.time() - t0
+
+
 @pytest.mark.parametrize("name,reason", [
     ("foreign_key", "signature"),
     ("foreign_compatible", "compatible"),
@@ -186,26 +210,10 @@ def test_update_installs_to_other_slot_and_is_marked_good_after_health(kiosk, bu
 
 
 def test_crashing_update_rolls_back_and_stays_back(kiosk, bundles, figures):
-    booted, _ = kiosk.rauc_status()
-    assert booted == "B", "runs after the good update"
-    path = copy_bundle(kiosk, bundles, "unhealthy")
-    kiosk.sh(f"rauc install {path} 2>&1", timeout=600)
-    kiosk.sh(f"rm -f {path}")
-    assert "ORDER=A B" in grubenv(kiosk)
-
-    t0 = time.time()
-    kiosk.reboot()
-    mark = kiosk.boot_mark
-    kiosk.wait_for(r"booting slot A", 180, since=mark)
-    # the bad slot reboots itself (crash loop -> StartLimitAction=reboot) until
-    # GRUB gives up on it
-    # (in-guest reboots: allow for slow warm resets of OVMF under TCG)
-    kiosk.wait_for(r"slot A: \d+ boots without mark-good, marking it bad", 1200, since=mark)
-    kiosk.wait_for(r"booting slot B", 300, since=mark)
-    kiosk.expect_reboot()  # waits below refer to output from here on
-    kiosk.started_at = time.time()
-    kiosk.wait_healthy()
-    figures("rollback_s", time.time() - t0, "s",
+    # the bad slot reboots itself (crash loop -> StartLimitAction=reboot)
+    # until GRUB gives up on it
+    secs = install_to_a_and_wait_for_fallback(kiosk, bundles, "unhealthy")
+    figures("rollback_s", secs, "s",
             "reboot into an update whose daemon never gets healthy, to healthy again on the old slot")
     _, rel = kiosk.sh("cat /etc/kiosk-release")
     assert "VERSION=system-test-v2" in rel, rel
@@ -223,23 +231,9 @@ def test_crashing_update_rolls_back_and_stays_back(kiosk, bundles, figures):
 
 
 def test_update_whose_health_never_answers_is_rebooted_back(kiosk, bundles, figures):
-    booted, _ = kiosk.rauc_status()
-    assert booted == "B", "runs after the crashing update"
-    path = copy_bundle(kiosk, bundles, "mute")
-    kiosk.sh(f"rauc install {path} 2>&1", timeout=600)
-    kiosk.sh(f"rm -f {path}")
-    assert "ORDER=A B" in grubenv(kiosk) and "A_OK=1" in grubenv(kiosk)
-
-    t0 = time.time()
-    kiosk.reboot()
-    mark = kiosk.boot_mark
-    kiosk.wait_for(r"booting slot A", 180, since=mark)
-    kiosk.wait_for(r"slot A: \d+ boots without mark-good, marking it bad", 1200, since=mark)
-    kiosk.wait_for(r"booting slot B", 300, since=mark)
-    kiosk.expect_reboot()
-    kiosk.started_at = time.time()
-    kiosk.wait_healthy()
-    figures("rollback_unhealthy_s", time.time() - t0, "s",
+    # the mark-good script reboots the slot until GRUB gives up on it
+    secs = install_to_a_and_wait_for_fallback(kiosk, bundles, "mute")
+    figures("rollback_unhealthy_s", secs, "s",
             "reboot into an update whose daemon runs but never answers /health "
             "(HEALTH_WAIT_SECS=30), to healthy again on the old slot")
     booted, slots = kiosk.rauc_status()
