@@ -76,23 +76,11 @@ pub fn store_attacher(
 mod tests {
     use super::*;
     use crate::domain::record::StudentNumber;
-    use crate::domain::schedule::{Schedule, ScheduleConfig};
     use crate::input::SourceKind;
     use crate::store::{ScanOutcome, ScanRequest, StudentRow};
     use chrono::{DateTime, TimeZone, Utc};
 
-    fn open(dir: &std::path::Path) -> Store {
-        let sched =
-            Schedule::from_config(&ScheduleConfig::default(), "schedule").expect("schedule");
-        Store::open(
-            &dir.join("db/a.sqlite3"),
-            "kiosk-t",
-            sched,
-            chrono::Duration::minutes(5),
-            Duration::from_secs(1),
-        )
-        .expect("open")
-    }
+    use crate::store::open_for_tests as open;
 
     fn at(h: u32, m: u32) -> DateTime<Utc> {
         chrono_tz::Asia::Manila

@@ -732,23 +732,31 @@ impl StoreHandle {
     }
 }
 
+/// A store under `dir` with the default schedule, for unit tests here and in
+/// the modules that build on the store (evidence).
+#[cfg(test)]
+pub(crate) fn open_for_tests(dir: &Path) -> Store {
+    let sched = Schedule::from_config(
+        &crate::domain::schedule::ScheduleConfig::default(),
+        "schedule",
+    )
+    .expect("default schedule");
+    Store::open(
+        &dir.join("db/a.sqlite3"),
+        "kiosk-t",
+        sched,
+        chrono::Duration::minutes(5),
+        Duration::from_secs(1),
+    )
+    .expect("open test store")
+}
+
 #[cfg(test)]
 mod tests {
+    use super::open_for_tests as open;
     use super::*;
     use crate::domain::schedule::ScheduleConfig;
     use chrono::TimeZone;
-
-    fn open(dir: &Path) -> Store {
-        let sched = Schedule::from_config(&ScheduleConfig::default(), "schedule").unwrap();
-        Store::open(
-            &dir.join("db/a.sqlite3"),
-            "kiosk-t",
-            sched,
-            chrono::Duration::minutes(5),
-            Duration::from_secs(1),
-        )
-        .unwrap()
-    }
 
     fn student(sn: &str) -> StudentRow {
         StudentRow {

@@ -2,7 +2,7 @@
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Condvar, Mutex};
@@ -12,13 +12,9 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_attendance");
 /// Monday morning at the school, inside the default login window.
 pub const MORNING: &str = "2026-11-23T07:00:00+08:00";
 
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+mod port;
+#[allow(unused_imports)] // not every test binary needs it
+pub use port::free_port;
 
 /// A kiosk's folders and config, with no daemon running.
 pub struct Kiosk {
@@ -196,26 +192,18 @@ impl Running {
         let _ = self.child.wait();
     }
 
-    pub fn terminate(mut self) -> (ExitStatus, Vec<String>) {
+    pub fn terminate(self) -> (ExitStatus, Vec<String>) {
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(st) = self.child.try_wait().unwrap() {
-                std::thread::sleep(Duration::from_millis(50));
-                return (st, self.lines());
-            }
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                panic!(
-                    "daemon did not stop on SIGTERM:\n{}",
-                    self.lines().join("\n")
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        self.exit_within(Duration::from_secs(20), "did not stop on SIGTERM")
     }
 
-    pub fn wait_exit(mut self, timeout: Duration) -> (ExitStatus, Vec<String>) {
+    pub fn wait_exit(self, timeout: Duration) -> (ExitStatus, Vec<String>) {
+        self.exit_within(timeout, "did not exit")
+    }
+
+    /// Waits for the daemon to exit; on timeout kills it and panics with
+    /// `what` and its log.
+    fn exit_within(mut self, timeout: Duration, what: &str) -> (ExitStatus, Vec<String>) {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(st) = self.child.try_wait().unwrap() {
@@ -224,7 +212,7 @@ impl Running {
             }
             if Instant::now() > deadline {
                 let _ = self.child.kill();
-                panic!("daemon did not exit:\n{}", self.lines().join("\n"));
+                panic!("daemon {what}:\n{}", self.lines().join("\n"));
             }
             std::thread::sleep(Duration::from_millis(20));
         }

@@ -44,13 +44,10 @@ pub fn stack_enabled(test: &str) -> bool {
     false
 }
 
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+#[path = "../common/port.rs"]
+mod port;
+#[allow(unused_imports)] // not every test binary needs it
+pub use port::free_port;
 
 fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.

@@ -63,6 +63,80 @@ fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
     }
 }
 
+impl Scripted {
+    /// Opens at once and never fails a grab.
+    fn steady(pace: Duration) -> Self {
+        Scripted {
+            open_failures: 0,
+            opens: Arc::new(AtomicUsize::new(0)),
+            grabs: 0,
+            fail_from: usize::MAX / 2,
+            fail_count: 0,
+            pace,
+        }
+    }
+}
+
+/// A capture thread and a decode thread joined by a slot, wired as the
+/// daemon wires them; the decoded scans arrive on the returned receiver.
+struct Rig {
+    health: CameraHealth,
+    slot: Arc<Slot>,
+    token: CancellationToken,
+    cap: std::thread::JoinHandle<()>,
+    dec: std::thread::JoinHandle<()>,
+}
+
+impl Rig {
+    fn start(
+        grabber: Scripted,
+        decoder: impl QrDecoder + 'static,
+        cfg: &CameraConfig,
+        queue: usize,
+    ) -> (Rig, tokio::sync::mpsc::Receiver<RawScan>) {
+        let health = CameraHealth::new(Duration::from_secs(10));
+        let slot = Arc::new(Slot::new());
+        let token = CancellationToken::new();
+        let (tx, rx) = tokio::sync::mpsc::channel(queue);
+        let cap = {
+            let (slot, health, token, cfg) =
+                (slot.clone(), health.clone(), token.clone(), cfg.clone());
+            std::thread::spawn(move || {
+                capture_loop(Box::new(grabber), &cfg, &slot, &health, &token)
+            })
+        };
+        let dec = {
+            let (slot, health, token, cfg) =
+                (slot.clone(), health.clone(), token.clone(), cfg.clone());
+            std::thread::spawn(move || {
+                let targets = DecodeTargets {
+                    sink: tx,
+                    photos: None,
+                    today: Arc::new(|| chrono::NaiveDate::from_ymd_opt(2026, 1, 1).expect("date")),
+                };
+                decode_loop(Box::new(decoder), &cfg, &slot, &health, &targets, &token)
+            })
+        };
+        let rig = Rig {
+            health,
+            slot,
+            token,
+            cap,
+            dec,
+        };
+        (rig, rx)
+    }
+
+    /// Stops both threads (each must have survived) and returns the health.
+    fn stop(self) -> CameraHealth {
+        self.token.cancel();
+        self.slot.close();
+        self.cap.join().expect("capture thread survived");
+        self.dec.join().expect("decode thread survived");
+        self.health
+    }
+}
+
 #[test]
 fn config_defaults_and_validation_name_the_key() {
     let c: CameraConfig = serde_json::from_str("{}").expect("defaults");
@@ -206,54 +280,21 @@ impl QrDecoder for SlowDecoder {
 
 #[test]
 fn slow_decoder_drops_frames_and_repeats_are_suppressed() {
-    let grabber = Scripted {
-        open_failures: 0,
-        opens: Arc::new(AtomicUsize::new(0)),
-        grabs: 0,
-        fail_from: usize::MAX / 2,
-        fail_count: 0,
-        pace: Duration::from_millis(1),
-    };
     let cfg = CameraConfig {
         repeat_suppress_ms: 60_000,
         ..fast_cfg()
     };
-    let health = CameraHealth::new(Duration::from_secs(10));
-    let slot = Arc::new(Slot::new());
-    let token = CancellationToken::new();
-    let (tx, mut rx) = tokio::sync::mpsc::channel(16);
     let decoded = Arc::new(AtomicUsize::new(0));
-    let cap = {
-        let (slot, health, token, cfg) = (slot.clone(), health.clone(), token.clone(), cfg.clone());
-        std::thread::spawn(move || capture_loop(Box::new(grabber), &cfg, &slot, &health, &token))
-    };
-    let dec = {
-        let (slot, health, token) = (slot.clone(), health.clone(), token.clone());
-        let d = decoded.clone();
-        std::thread::spawn(move || {
-            let targets = DecodeTargets {
-                sink: tx,
-                photos: None,
-                today: Arc::new(|| chrono::NaiveDate::from_ymd_opt(2026, 1, 1).expect("date")),
-            };
-            decode_loop(
-                Box::new(SlowDecoder(Duration::from_millis(25), d)),
-                &cfg,
-                &slot,
-                &health,
-                &targets,
-                &token,
-            )
-        })
-    };
+    let (rig, mut rx) = Rig::start(
+        Scripted::steady(Duration::from_millis(1)),
+        SlowDecoder(Duration::from_millis(25), decoded.clone()),
+        &cfg,
+        16,
+    );
     wait_until("10 decodes", Duration::from_secs(10), || {
         decoded.load(Ordering::SeqCst) >= 10
     });
-    token.cancel();
-    slot.close();
-    cap.join().expect("cap");
-    dec.join().expect("dec");
-    let st = health.status();
+    let st = rig.stop().status();
     assert!(st.dropped_frames > 0, "{st:?}");
     assert!(st.frames > decoded.load(Ordering::SeqCst) as u64);
     // payload alternates A/B with the frame counter, so both appear, but each
@@ -379,41 +420,12 @@ impl QrDecoder for PanicsOnOdd {
 
 #[test]
 fn a_panicking_decoder_does_not_stop_the_camera() {
-    let grabber = Scripted {
-        open_failures: 0,
-        opens: Arc::new(AtomicUsize::new(0)),
-        grabs: 0,
-        fail_from: usize::MAX / 2,
-        fail_count: 0,
-        pace: Duration::from_millis(3),
-    };
-    let cfg = fast_cfg();
-    let health = CameraHealth::new(Duration::from_secs(10));
-    let slot = Arc::new(Slot::new());
-    let token = CancellationToken::new();
-    let (tx, mut rx) = tokio::sync::mpsc::channel(64);
-    let cap = {
-        let (slot, health, token, cfg) = (slot.clone(), health.clone(), token.clone(), cfg.clone());
-        std::thread::spawn(move || capture_loop(Box::new(grabber), &cfg, &slot, &health, &token))
-    };
-    let dec = {
-        let (slot, health, token) = (slot.clone(), health.clone(), token.clone());
-        std::thread::spawn(move || {
-            let targets = DecodeTargets {
-                sink: tx,
-                photos: None,
-                today: Arc::new(|| chrono::NaiveDate::from_ymd_opt(2026, 1, 1).expect("date")),
-            };
-            decode_loop(
-                Box::new(PanicsOnOdd),
-                &cfg,
-                &slot,
-                &health,
-                &targets,
-                &token,
-            )
-        })
-    };
+    let (rig, mut rx) = Rig::start(
+        Scripted::steady(Duration::from_millis(3)),
+        PanicsOnOdd,
+        &fast_cfg(),
+        64,
+    );
     let mut got = 0;
     let end = Instant::now() + Duration::from_secs(10);
     while got < 3 {
@@ -424,8 +436,5 @@ fn a_panicking_decoder_does_not_stop_the_camera() {
             std::thread::sleep(Duration::from_millis(5));
         }
     }
-    token.cancel();
-    slot.close();
-    cap.join().expect("cap");
-    dec.join().expect("decode thread survived");
+    rig.stop();
 }
