@@ -51,6 +51,21 @@ def _workdir(request) -> Path:
     return d
 
 
+# A device configuration whose schedule takes logins all day until 22:00
+# (fresh kiosks start at 08:00, see school_morning), every day of the week.
+OPEN_ALL_DAY = {
+    "schedule": {
+        "timezone": "UTC",
+        "school_days": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"],
+        "sessions": [{
+            "name": "allday", "start": "00:00", "end": "23:59",
+            "login_open": "00:00", "login_close": "22:00",
+            "logout_open": "22:01", "logout_close": "23:59", "late_after_minutes": 60,
+        }],
+    },
+}
+
+
 def school_morning() -> str:
     """Tomorrow 08:00 UTC: inside the tests' login window whenever the suite
     runs, and after the development certificates' notBefore (made today)."""

@@ -15,11 +15,9 @@ from __future__ import annotations
 import atexit
 import calendar
 import json
-import os
 import re
 import secrets
 import shutil
-import signal
 import socket
 import tempfile
 import subprocess
@@ -395,6 +393,16 @@ class Machine:
         if check and rc != 0:
             self.fail(f"guest command failed (exit {rc}): {cmd}\n{out}")
         return rc, out
+
+    def write_device_config(self, config: dict):
+        """Writes /data/config/attendance.json the way an operator must: new
+        file, fsync, rename, fsync (a power cut right after a plain write
+        leaves an empty file). The daemon reads it on its next start."""
+        text = json.dumps(config, separators=(",", ":"))
+        self.sh(f"printf '%s\\n' '{text}' > /data/config/attendance.json.new"
+                " && sync /data/config/attendance.json.new"
+                " && mv /data/config/attendance.json.new /data/config/attendance.json"
+                " && sync /data/config")
 
     def rauc_status(self) -> tuple[str, dict]:
         """(booted bootname, {slot name: slot info}) from `rauc status --output-format=json`."""

@@ -6,7 +6,6 @@ daemon, a kernel hang, a power-off and a second boot).
 """
 
 import json
-import re
 import secrets
 import time
 

@@ -13,7 +13,7 @@ code, so decoding real codes is covered by the decoder tests on the frame set
 import json
 import time
 
-from test_powercut import DEVICE_CONFIG
+from conftest import OPEN_ALL_DAY
 
 # 640x480 at 5 fps: under TCG, vivid's frame generation and the decoder at
 # 1280x720/30 fps take both vCPUs and starve the serial console.
@@ -45,9 +45,8 @@ def wait_health(m, pred, what: str, timeout: float = 60) -> dict:
 def test_daemon_degrades_without_camera_and_recovers_on_vivid(machine):
     machine.start()
     machine.wait_healthy()
-    cfg = dict(DEVICE_CONFIG, camera=CAMERA)
-    machine.sh(f"printf '%s\\n' '{json.dumps(cfg, separators=(',', ':'))}' > /data/config/attendance.json.new"
-               " && sync && mv /data/config/attendance.json.new /data/config/attendance.json && sync")
+    cfg = dict(OPEN_ALL_DAY, camera=CAMERA)
+    machine.write_device_config(cfg)
     machine.sh("systemctl restart attendance.service", timeout=120)
     machine.sh("test ! -e /dev/video0")
     doc = wait_health(machine, lambda code, d: code == 200 and d["status"] == "degraded"

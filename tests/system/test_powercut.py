@@ -16,17 +16,8 @@ import re
 import sqlite3
 import time
 
-DEVICE_CONFIG = {
-    "schedule": {
-        "timezone": "UTC",
-        "school_days": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"],
-        "sessions": [{
-            "name": "allday", "start": "00:00", "end": "23:59",
-            "login_open": "00:00", "login_close": "22:00",
-            "logout_open": "22:01", "logout_close": "23:59", "late_after_minutes": 60,
-        }],
-    },
-}
+from conftest import OPEN_ALL_DAY
+
 STUDENTS = 600
 CUTS = ["reset", "kill", "reset"]
 ACKS_BEFORE_CUT = 8
@@ -38,12 +29,7 @@ def student(i: int) -> str:
 
 
 def setup_kiosk(m):
-    # written the way an operator must: new file, fsync, rename, fsync (a
-    # power cut right after a plain write leaves an empty file, and the daemon
-    # refuses to start on an empty config)
-    m.sh(f"printf '%s\\n' '{json.dumps(DEVICE_CONFIG, separators=(',', ':'))}' > /data/config/attendance.json.new"
-         " && sync /data/config/attendance.json.new && mv /data/config/attendance.json.new /data/config/attendance.json"
-         " && sync /data/config")
+    m.write_device_config(OPEN_ALL_DAY)
     m.sh("{ echo student_number,full_name,grade,section,guardian_phone,active; "
          f"for i in $(seq 1 {STUDENTS}); do printf '2026-%04d,Student %d,7,A,,true\\n' $i $i; done; }} "
          "> /data/config/roster.csv")

@@ -7,9 +7,8 @@ finds it by name through the device configuration an admin would write,
 grabs it, and records the scans; they are still there after a reboot.
 """
 
-import json
 
-from test_powercut import DEVICE_CONFIG
+from conftest import OPEN_ALL_DAY
 
 CARDS = {
     "2026-0001": "2026-0001",                           # plain card
@@ -18,9 +17,8 @@ CARDS = {
 
 
 def configure_scanner(m):
-    cfg = dict(DEVICE_CONFIG, hid_scanner={"enabled": True, "device_name": "QEMU USB Keyboard"})
-    m.sh(f"printf '%s\\n' '{json.dumps(cfg, separators=(',', ':'))}' > /data/config/attendance.json.new"
-         " && sync && mv /data/config/attendance.json.new /data/config/attendance.json && sync")
+    cfg = dict(OPEN_ALL_DAY, hid_scanner={"enabled": True, "device_name": "QEMU USB Keyboard"})
+    m.write_device_config(cfg)
     m.sh("{ echo student_number,full_name,grade,section,guardian_phone,active; "
          "echo 2026-0001,Ana Cruz,7,A,,true; echo 2026-0002,Ben Reyes,7,A,,true; } > /data/config/roster.csv")
     m.sh("systemctl restart attendance.service", timeout=120)

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BUILD, OUT
+from conftest import OUT
 from kiosk_vm import REPO, Machine
 
 KEYS = REPO / "qemu" / "cache" / "keys"
