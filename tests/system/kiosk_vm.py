@@ -6,6 +6,14 @@ OVMF_VARS). `start()` launches QEMU (TCG, q35, 2 vCPUs, 1 GiB, i6300esb,
 virtio disk and net, hostfwd of a free 127.0.0.1 port to the guest's 8080);
 `kill()` is a power cut; `start()` again boots the same disk.
 
+Every reset of the guest (in-guest reboot, watchdog, QMP system_reset) ends
+that QEMU (`-action reboot=shutdown`) and the harness at once powers on a new
+one on the same disk and UEFI variables. OVMF's own warm reset under TCG took
+10-50 s here, and once on CI never finished: the boot CPU spun in OVMF's MP
+start-up waiting for the other vCPU (the hang edk2 PR #13164 describes). A
+cold start boots the same way (firmware, GRUB's A/B counters on disk, the
+slot), in 4-5 s of firmware. QMP events are kept per machine across QEMUs.
+
 Every wait has a timeout; on timeout `VmTimeout` is raised with the tail of
 the serial log, and the whole log stays in the machine's directory.
 """
@@ -15,6 +23,7 @@ from __future__ import annotations
 import atexit
 import calendar
 import json
+import queue
 import re
 import secrets
 import shutil
@@ -59,9 +68,11 @@ def free_port() -> int:
 
 
 class Qmp:
-    """Minimal QMP client (one command at a time, events kept)."""
+    """QMP client: one command at a time. A reader thread appends events to
+    `events` (the machine's list, which outlives this QEMU) as they arrive
+    and hands replies to `execute`."""
 
-    def __init__(self, path: Path, timeout: float = 30):
+    def __init__(self, path: Path, events: list, timeout: float = 30):
         self.sock = socket.socket(socket.AF_UNIX)
         deadline = time.time() + timeout
         while True:
@@ -72,37 +83,59 @@ class Qmp:
                 if time.time() > deadline:
                     raise VmError(f"QMP socket {path} did not come up")
                 time.sleep(0.1)
-        self.sock.settimeout(timeout)
-        self.file = self.sock.makefile("rb")
-        self.events: list[dict] = []
-        self._read()  # greeting
+        self.timeout = timeout
+        self.events = events
+        self.closed = threading.Event()
+        self._replies: queue.Queue = queue.Queue()
+        self._cmd_lock = threading.Lock()
+        self._file = self.sock.makefile("rb")
+        if not self._file.readline():  # greeting
+            raise VmError("QMP connection closed before the greeting")
+        threading.Thread(target=self._read_loop, daemon=True).start()
         self.execute("qmp_capabilities")
 
-    def _read(self) -> dict:
-        line = self.file.readline()
-        if not line:
-            raise VmError("QMP connection closed")
-        return json.loads(line)
+    def _read_loop(self):
+        try:
+            for line in self._file:
+                msg = json.loads(line)
+                if "event" in msg:
+                    self.events.append(msg)
+                else:
+                    self._replies.put(msg)
+        except (OSError, ValueError):
+            pass
+        finally:
+            self.closed.set()
+            self._replies.put(None)
 
     def execute(self, cmd: str, **args):
         msg = {"execute": cmd}
         if args:
             msg["arguments"] = args
-        self.sock.sendall(json.dumps(msg).encode() + b"\n")
-        while True:
-            reply = self._read()
-            if "event" in reply:
-                self.events.append(reply)
-                continue
-            if "error" in reply:
-                raise VmError(f"QMP {cmd}: {reply['error']}")
-            return reply.get("return")
+        with self._cmd_lock:
+            if self.closed.is_set():
+                raise VmError(f"QMP {cmd}: connection closed")
+            self.sock.sendall(json.dumps(msg).encode() + b"\n")
+            try:
+                reply = self._replies.get(timeout=self.timeout)
+            except queue.Empty:
+                raise VmError(f"QMP {cmd}: no reply in {self.timeout:.0f} s") from None
+        if reply is None:
+            raise VmError(f"QMP {cmd}: connection closed")
+        if "error" in reply:
+            raise VmError(f"QMP {cmd}: {reply['error']}")
+        return reply.get("return")
 
     def close(self):
         try:
             self.sock.close()
         except OSError:
             pass
+
+
+# SHUTDOWN reasons that mean "reset", which QEMU turns into an exit under
+# -action reboot=shutdown (watchdog=reset and system_reset included).
+RESET_REASONS = ("guest-reset", "host-qmp-system-reset")
 
 
 def _scanner_keys() -> dict[str, tuple[bool, str]]:
@@ -152,6 +185,15 @@ class Machine:
         self.boot_mark = 0  # serial offset where the current boot started
         self.started_at = 0.0
         self._logged_in_at = -1
+        # QMP events of every QEMU this machine ran, in order.
+        self.events: list[dict] = []
+        # Life cycle: `_life` serialises start/stop with the supervisor's
+        # restart after a reset; `_off` is set once no QEMU runs and none
+        # will be started until start().
+        self._life = threading.Lock()
+        self._off = threading.Event()
+        self._off.set()
+        self._stopping = False
 
     # ---- life cycle -------------------------------------------------------
     def add_drive(self, serial: str, path: Path):
@@ -159,7 +201,18 @@ class Machine:
         self.extra_drives.append((serial, Path(path)))
 
     def start(self):
-        assert self.proc is None, "already running"
+        """Power on (a cold start on the machine's disk and UEFI variables)."""
+        with self._life:
+            assert self._off.is_set(), "already running"
+            self._stopping = False
+            self._off.clear()
+            try:
+                self._launch()
+            except BaseException:
+                self._off.set()
+                raise
+
+    def _launch(self):
         self.port = free_port()
         qmp_path = self.sock_dir / "qmp.sock"
         ser_path = self.sock_dir / "serial.sock"
@@ -173,7 +226,7 @@ class Machine:
             "-drive", f"if=pflash,format=raw,file={self.vars}",
             "-drive", f"if=none,id=hd0,file={self.disk},format=qcow2",
             "-device", "virtio-blk-pci,drive=hd0,bootindex=0",
-            "-device", "i6300esb", "-action", "watchdog=reset",
+            "-device", "i6300esb", "-action", "watchdog=reset,reboot=shutdown",
             "-netdev", f"user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:{self.port}-:8080",
             "-device", "virtio-net-pci,netdev=n0",
             "-device", "qemu-xhci,id=xhci", "-device", "usb-kbd,bus=xhci.0,id=scanner",
@@ -182,8 +235,9 @@ class Machine:
             "-serial", "chardev:ser0",
         ]
         if self.rtc_base:
-            # A later start (power back on) continues the guest's clock as a
-            # real RTC would, instead of turning it back to the base.
+            # A later start (power back on, restart after a reset) continues
+            # the guest's clock as a real RTC would, instead of turning it
+            # back to the base.
             if self._rtc_t0 is None:
                 self._rtc_t0 = time.time()
             base = calendar.timegm(time.strptime(self.rtc_base, "%Y-%m-%dT%H:%M:%S"))
@@ -193,10 +247,21 @@ class Machine:
             cmd += ["-drive", f"if=none,id=x{i},file={path},format=raw,readonly=on",
                     "-device", f"virtio-blk-pci,drive=x{i},serial={serial}"]
         with open(self.dir / "qemu.log", "ab") as qlog:
-            self.proc = subprocess.Popen(cmd, stdout=qlog, stderr=subprocess.STDOUT,
-                                         start_new_session=True)
-        _RUNNING.add(self.proc)
+            proc = subprocess.Popen(cmd, stdout=qlog, stderr=subprocess.STDOUT, start_new_session=True)
+        self.proc = proc
+        _RUNNING.add(proc)
         self.started_at = time.time()
+        try:
+            self._attach(proc, qmp_path, ser_path)
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            self._teardown(proc)
+            raise
+
+    def _attach(self, proc: subprocess.Popen, qmp_path: Path, ser_path: Path):
+        """Connects serial console and QMP of a just started QEMU and starts
+        its supervisor."""
         s = socket.socket(socket.AF_UNIX)
         deadline = time.time() + 30
         while True:
@@ -204,7 +269,8 @@ class Machine:
                 s.connect(str(ser_path))
                 break
             except (FileNotFoundError, ConnectionRefusedError):
-                if self.proc.poll() is not None or time.time() > deadline:
+                if proc.poll() is not None or time.time() > deadline:
+                    s.close()
                     raise VmError(f"QEMU did not start: {(self.dir / 'qemu.log').read_text()[-2000:]}")
                 time.sleep(0.05)
         self._serial = s
@@ -213,8 +279,42 @@ class Machine:
             self._logged_in_at = -1
         self._reader = threading.Thread(target=self._read_serial, args=(s,), daemon=True)
         self._reader.start()
-        self.qmp = Qmp(qmp_path)
-        self._log_note(f"QEMU started (pid {self.proc.pid}, host port {self.port})")
+        first_event = len(self.events)
+        self.qmp = Qmp(qmp_path, self.events)
+        self._log_note(f"QEMU started (pid {proc.pid}, host port {self.port})")
+        threading.Thread(target=self._supervise, args=(proc, self.qmp, first_event), daemon=True).start()
+
+    def _supervise(self, proc: subprocess.Popen, qmp: Qmp, first_event: int):
+        """Runs while one QEMU runs. When it ends: after a reset, power on a
+        new one at once (see the module doc); otherwise the machine is off."""
+        proc.wait()
+        qmp.closed.wait(5)  # the reader has filed QEMU's last events
+        with self._life:
+            reasons = [e.get("data", {}).get("reason") for e in self.events[first_event:]
+                       if e.get("event") == "SHUTDOWN"]
+            self._teardown(proc)
+            if not self._stopping and reasons and reasons[-1] in RESET_REASONS:
+                self._log_note(f"{reasons[-1]}: QEMU ended (-action reboot=shutdown), "
+                               "powering on a new QEMU on the same disk")
+                try:
+                    self._launch()
+                    return
+                except (VmError, OSError) as e:
+                    self._log_note(f"restart after reset failed: {e}")
+            self._off.set()
+
+    def _teardown(self, proc: subprocess.Popen):
+        if self.qmp:
+            self.qmp.close()
+        if self._serial:
+            try:
+                self._serial.close()
+            except OSError:
+                pass
+        if self._reader:
+            self._reader.join(timeout=5)
+        _RUNNING.discard(proc)
+        self.proc = self.qmp = self._serial = self._reader = None
 
     def _read_serial(self, s: socket.socket):
         with open(self.serial_log, "ab") as log:
@@ -234,68 +334,57 @@ class Machine:
         with open(self.serial_log, "ab") as log:
             log.write(f"\n[harness {time.strftime('%H:%M:%S')}] {text}\n".encode())
 
+    def _end(self, how: str | None, timeout: float) -> bool:
+        """Ends the machine: no restart after this. `how` is "kill" (SIGKILL
+        QEMU now), "poweroff" (ask the guest) or None (wait only). Returns
+        whether QEMU ended within `timeout`."""
+        with self._life:
+            self._stopping = True
+            proc = self.proc
+            if proc is not None and proc.poll() is None:
+                if how == "kill":
+                    proc.kill()
+                elif how == "poweroff":
+                    self.send_line("systemctl poweroff")
+        return self._off.wait(timeout)
+
     def kill(self):
         """Power cut: SIGKILL the QEMU process (no flush, no shutdown)."""
-        if self.proc is None:
+        if self._off.is_set():
             return
         self._log_note("power cut: killing QEMU")
-        self.proc.kill()
-        self._cleanup()
-
-    def _cleanup(self):
-        if self.proc is not None:
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        if self.qmp:
-            self.qmp.close()
-        if self._serial:
-            try:
-                self._serial.close()
-            except OSError:
-                pass
-        if self._reader:
-            self._reader.join(timeout=5)
-        _RUNNING.discard(self.proc)
-        self.proc = self.qmp = self._serial = self._reader = None
+        if not self._end("kill", 60):
+            raise VmError("QEMU did not end after SIGKILL")
 
     def poweroff(self, timeout: float = 120):
         """Clean shutdown from inside the guest; waits for QEMU to exit."""
         self._log_note("poweroff")
-        self.send_line("systemctl poweroff")
-        deadline = time.time() + timeout
-        while self.proc.poll() is None:
-            if time.time() > deadline:
-                self.fail(f"guest did not power off within {timeout:.0f} s")
-            time.sleep(0.5)
-        self._cleanup()
+        if not self._end("poweroff", timeout):
+            self.fail(f"guest did not power off within {timeout:.0f} s")
 
     def reboot(self, timeout: float = 180):
-        """Reboot as the tests do it: clean power-off, then a new QEMU on the same
-        disk. Under TCG on a loaded host OVMF's warm reset can take minutes;
-        a cold start is faster and boots the same way (firmware, GRUB, A/B)."""
+        """Reboot as the tests do it: clean power-off, then a new QEMU on the same disk."""
         self.poweroff(timeout)
         self.start()
 
     def reset(self):
-        """QMP system_reset: the reset button (RAM lost, disk writes in flight lost)."""
+        """QMP system_reset: the reset button. RAM is lost; writes QEMU has
+        completed are on the disk, as on a real reset. QEMU ends and a new
+        one boots the disk (see the module doc)."""
         self._log_note("QMP system_reset")
         self.expect_reboot()
         self.qmp.execute("system_reset")
 
     def expect_reboot(self):
-        """Call before anything that reboots the guest without restarting QEMU
-        (in-guest reboot, watchdog reset): later waits look at the new boot only."""
+        """Call before anything that reboots the guest (in-guest reboot,
+        watchdog reset, system_reset): later waits look at the new boot only."""
         with self._lock:
             self.boot_mark = len(self._buf)
             self._logged_in_at = -1
 
     def stop(self):
-        if self.proc is not None:
-            self.proc.kill()
-            self._cleanup()
+        if not self._off.is_set() and not self._end("kill", 60):
+            raise VmError("QEMU did not end after SIGKILL")
 
     # ---- USB QR scanner -----------------------------------------------------
     def scanner_type(self, text: str, gap: float = 0.05):
@@ -332,10 +421,11 @@ class Machine:
         return "\n".join(self.serial_log.read_text(errors="replace").replace("\r", "").splitlines()[-n:])
 
     def fail(self, msg: str):
-        if self.qmp is not None and self.proc is not None and self.proc.poll() is None:
+        qmp, proc = self.qmp, self.proc
+        if qmp is not None and proc is not None and proc.poll() is None:
             try:
-                status = self.qmp.execute("query-status")
-                regs = self.qmp.execute("human-monitor-command", **{"command-line": "info registers"})
+                status = qmp.execute("query-status")
+                regs = qmp.execute("human-monitor-command", **{"command-line": "info registers"})
                 rip = re.search(r"RIP=\S+", regs or "")
                 msg += f"\nQEMU status: {status}; vCPU0 {rip.group(0) if rip else '?'}"
             except (VmError, OSError) as e:
@@ -352,14 +442,17 @@ class Machine:
             m = rx.search(ANSI.sub(b"", raw).decode("utf-8", "replace").replace("\r", ""))
             if m:
                 return m
-            if self.proc is None or self.proc.poll() is not None:
+            if self._off.is_set():
                 self.fail(f"QEMU exited while waiting for /{pattern}/")
             if time.time() > deadline:
                 self.fail(f"timeout after {timeout:.0f} s waiting for /{pattern}/ on the serial console")
             time.sleep(0.2)
 
     def send_line(self, line: str):
-        self._serial.sendall(line.encode() + b"\n")
+        serial = self._serial
+        if serial is None:
+            raise VmError(f"no QEMU running to send {line[:40]!r} to")
+        serial.sendall(line.encode() + b"\n")
 
     def login(self, timeout: float = 400):
         """Wait for the autologin shell of the current boot and make it script-friendly."""
@@ -424,7 +517,7 @@ class Machine:
         (e2fsck, as the kernel would at mount) and the files dumped with
         debugfs. Paths are relative to /data; missing files are left out.
         """
-        assert self.proc is None, "stop the machine first"
+        assert self._off.is_set(), "stop the machine first"
         layout = json.loads((REPO / "qemu" / "layout.json").read_text())
         start = layout.get("alignment_mib", 1)
         for p in layout["partitions"]:
@@ -468,7 +561,7 @@ class Machine:
         deadline = time.time() + timeout
         last = "no answer"
         while time.time() < deadline:
-            if self.proc is None or self.proc.poll() is not None:
+            if self._off.is_set():
                 self.fail("QEMU exited while waiting for /health")
             try:
                 status, body = self.http_get("/health", timeout=3)

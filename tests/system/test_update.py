@@ -141,7 +141,7 @@ def install_to_a_and_wait_for_fallback(kiosk: Machine, bundles, name: str) -> fl
     kiosk.reboot()
     mark = kiosk.boot_mark
     kiosk.wait_for(r"booting slot A", 180, since=mark)
-    # in-guest reboots: allow for slow warm resets of OVMF under TCG
+    # two in-guest reboots of slot A (each a new QEMU, see kiosk_vm) until GRUB gives up
     kiosk.wait_for(r"slot A: \d+ boots without mark-good, marking it bad", 1200, since=mark)
     kiosk.wait_for(r"booting slot B", 300, since=mark)
     kiosk.expect_reboot()  # waits below refer to output from here on
