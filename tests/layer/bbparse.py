@@ -16,9 +16,7 @@ and python errors in inline expansions all fail it.
 """
 from __future__ import annotations
 
-import glob
 import logging
-import os
 import pathlib
 import tempfile
 

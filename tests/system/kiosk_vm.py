@@ -9,7 +9,7 @@ virtio disk and net, hostfwd of a free 127.0.0.1 port to the guest's 8080);
 Every reset of the guest (in-guest reboot, watchdog, QMP system_reset) ends
 that QEMU (`-action reboot=shutdown`) and the harness at once powers on a new
 one on the same disk and UEFI variables. OVMF's own warm reset under TCG took
-10-50 s here, and once on CI never finished: the boot CPU spun in OVMF's MP
+2-40 s here, and once on CI never finished: the boot CPU spun in OVMF's MP
 start-up waiting for the other vCPU (the hang edk2 PR #13164 describes). A
 cold start boots the same way (firmware, GRUB's A/B counters on disk, the
 slot), in 4-5 s of firmware. QMP events are kept per machine across QEMUs.
@@ -334,27 +334,25 @@ class Machine:
         with open(self.serial_log, "ab") as log:
             log.write(f"\n[harness {time.strftime('%H:%M:%S')}] {text}\n".encode())
 
-    def _end(self, how: str | None, timeout: float) -> bool:
+    def _end(self, how: str, timeout: float) -> bool:
         """Ends the machine: no restart after this. `how` is "kill" (SIGKILL
-        QEMU now), "poweroff" (ask the guest) or None (wait only). Returns
-        whether QEMU ended within `timeout`."""
+        QEMU now) or "poweroff" (ask the guest). Returns whether QEMU ended
+        within `timeout`."""
         with self._life:
             self._stopping = True
             proc = self.proc
             if proc is not None and proc.poll() is None:
                 if how == "kill":
                     proc.kill()
-                elif how == "poweroff":
+                else:
                     self.send_line("systemctl poweroff")
         return self._off.wait(timeout)
 
     def kill(self):
         """Power cut: SIGKILL the QEMU process (no flush, no shutdown)."""
-        if self._off.is_set():
-            return
-        self._log_note("power cut: killing QEMU")
-        if not self._end("kill", 60):
-            raise VmError("QEMU did not end after SIGKILL")
+        if not self._off.is_set():
+            self._log_note("power cut: killing QEMU")
+            self.stop()
 
     def poweroff(self, timeout: float = 120):
         """Clean shutdown from inside the guest; waits for QEMU to exit."""
@@ -383,6 +381,7 @@ class Machine:
             self._logged_in_at = -1
 
     def stop(self):
+        """SIGKILL QEMU if it runs; no restart after this."""
         if not self._off.is_set() and not self._end("kill", 60):
             raise VmError("QEMU did not end after SIGKILL")
 

@@ -7,7 +7,6 @@ finds it by name through the device configuration an admin would write,
 grabs it, and records the scans; they are still there after a reboot.
 """
 
-
 from conftest import OPEN_ALL_DAY
 
 CARDS = {

@@ -145,7 +145,6 @@ def install_to_a_and_wait_for_fallback(kiosk: Machine, bundles, name: str) -> fl
     kiosk.wait_for(r"slot A: \d+ boots without mark-good, marking it bad", 1200, since=mark)
     kiosk.wait_for(r"booting slot B", 300, since=mark)
     kiosk.expect_reboot()  # waits below refer to output from here on
-    kiosk.started_at = time.time()
     kiosk.wait_healthy()
     return time.time() - t0
 
