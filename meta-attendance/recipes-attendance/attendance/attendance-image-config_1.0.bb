@@ -1,8 +1,9 @@
 SUMMARY = "Runtime configuration of the attendance kiosk image"
-DESCRIPTION = "Data partition mount and first-boot preparation, persistent \
-               machine-id on a read-only root, journald limits and the \
-               hardware watchdog, from the repository's image-config/ \
-               directory (shared with the QEMU test image)."
+DESCRIPTION = "Every file of the repository's image-config/rootfs directory \
+               (shared with the QEMU test image): the daemon's units and \
+               update policy, data partition mount and first-boot \
+               preparation, persistent machine-id on a read-only root, \
+               journald limits, the hardware watchdog, presets."
 SECTION = "base"
 LICENSE = "Apache-2.0"
 # Files of this repository, which has no licence file of its own.
@@ -17,7 +18,7 @@ FILESEXTRAPATHS:prepend := "${ATTENDANCE_TOPDIR}/image-config:"
 SRC_URI = "file://rootfs;subdir=image-config"
 S = "${UNPACKDIR}/image-config/rootfs"
 
-inherit allarch systemd
+inherit allarch
 
 do_configure[noexec] = "1"
 do_compile[noexec] = "1"
@@ -25,45 +26,65 @@ do_compile[noexec] = "1"
 # Hardware watchdog timeouts (system.conf.d drop-in); see README.md.
 ATTENDANCE_RUNTIME_WATCHDOG_SEC ?= "15s"
 ATTENDANCE_REBOOT_WATCHDOG_SEC ?= "2min"
+# The image's /etc/attendance/config.json when image-config/rootfs has none.
+ATTENDANCE_DEFAULT_CONFIG ?= "${ATTENDANCE_TOPDIR}/image-config/config.json"
+do_install[file-checksums] += "${ATTENDANCE_DEFAULT_CONFIG}:${@os.path.exists(d.getVar('ATTENDANCE_DEFAULT_CONFIG'))}"
 
-SYSTEMD_SERVICE:${PN} = "data.mount boot.mount attendance-machine-id.service"
-SYSTEMD_AUTO_ENABLE = "enable"
+# image-config/rootfs is laid out as the device's file system, so the recipe
+# copies all of it: a file added there (a unit, a network or time-sync
+# configuration) is in the image with no change here. Which units start is
+# decided by the presets in it (usr/lib/systemd/system-preset/), which
+# oe-core applies when it makes the root file system (systemctl preset-all).
+# The list is made when the recipe is parsed, and every folder and file of
+# the tree is a parse dependency, so adding, removing or changing one
+# re-parses the recipe.
+python __anonymous() {
+    import os
+    top = os.path.join(d.getVar('ATTENDANCE_TOPDIR'), 'image-config', 'rootfs')
+    files = []
+    for root, dirs, names in os.walk(top):
+        dirs.sort()
+        bb.parse.mark_dependency(d, root)
+        for name in sorted(names):
+            path = os.path.join(root, name)
+            bb.parse.mark_dependency(d, path)
+            files.append(os.path.relpath(path, top))
+    if not files:
+        bb.fatal("%s has no files: this recipe needs the repository's image-config/" % top)
+    d.setVar('ATTENDANCE_ROOTFS_FILES', ' '.join(files))
+}
 
 do_install() {
-    unitdir=${D}${systemd_system_unitdir}
-    install -d $unitdir/systemd-journal-flush.service.d
-    for f in data.mount boot.mount attendance-data-init.service attendance-machine-id.service; do
-        install -m 0644 ${S}/usr/lib/systemd/system/$f $unitdir/
+    for f in ${ATTENDANCE_ROOTFS_FILES}; do
+        if [ -L ${S}/$f ]; then
+            install -d $(dirname ${D}/$f)
+            ln -sfn "$(readlink ${S}/$f)" ${D}/$f
+        elif [ -x ${S}/$f ]; then
+            install -D -m 0755 ${S}/$f ${D}/$f
+        else
+            install -D -m 0644 ${S}/$f ${D}/$f
+        fi
     done
-    install -m 0644 ${S}/usr/lib/systemd/system/systemd-journal-flush.service.d/10-attendance-data.conf \
-        $unitdir/systemd-journal-flush.service.d/
 
-    install -d ${D}${systemd_unitdir}/system.conf.d ${D}${systemd_unitdir}/journald.conf.d \
-        ${D}${systemd_unitdir}/system-preset
-    install -m 0644 ${S}/usr/lib/systemd/system.conf.d/10-attendance-watchdog.conf \
-        ${D}${systemd_unitdir}/system.conf.d/
     sed -i -e 's/^RuntimeWatchdogSec=.*/RuntimeWatchdogSec=${ATTENDANCE_RUNTIME_WATCHDOG_SEC}/' \
         -e 's/^RebootWatchdogSec=.*/RebootWatchdogSec=${ATTENDANCE_REBOOT_WATCHDOG_SEC}/' \
         ${D}${systemd_unitdir}/system.conf.d/10-attendance-watchdog.conf
-    install -m 0644 ${S}/usr/lib/systemd/journald.conf.d/10-attendance.conf \
-        ${D}${systemd_unitdir}/journald.conf.d/
-    install -m 0644 ${S}/usr/lib/systemd/system-preset/80-attendance.preset \
-        ${D}${systemd_unitdir}/system-preset/
 
-    install -d ${D}${nonarch_libdir}/udev/rules.d
-    install -m 0644 ${S}/usr/lib/udev/rules.d/70-attendance-leds.rules ${D}${nonarch_libdir}/udev/rules.d/
-
-    install -d ${D}${libexecdir}/attendance
-    install -m 0755 ${S}/usr/libexec/attendance/data-init ${D}${libexecdir}/attendance/
-    install -m 0755 ${S}/usr/libexec/attendance/machine-id ${D}${libexecdir}/attendance/
+    if [ ! -e ${D}${sysconfdir}/attendance/config.json ]; then
+        if [ -f ${ATTENDANCE_DEFAULT_CONFIG} ]; then
+            install -D -m 0644 ${ATTENDANCE_DEFAULT_CONFIG} ${D}${sysconfdir}/attendance/config.json
+        else
+            bbwarn "No ${ATTENDANCE_DEFAULT_CONFIG}: the image runs on the daemon's built-in defaults"
+        fi
+    fi
 
     # Mount points on the read-only root.
     install -d ${D}/data ${D}/boot
 }
 
-FILES:${PN} += "${systemd_system_unitdir} ${systemd_unitdir}/system.conf.d \
-                ${systemd_unitdir}/journald.conf.d ${systemd_unitdir}/system-preset \
-                ${libexecdir}/attendance ${nonarch_libdir}/udev/rules.d /data /boot"
+# One package with all of it (configuration only, nothing to split off).
+PACKAGES = "${PN}"
+FILES:${PN} = "${prefix} ${sysconfdir} /data /boot"
 
 RDEPENDS:${PN} = "e2fsprogs-e2fsck e2fsprogs-mke2fs e2fsprogs-resize2fs \
                   util-linux-blkid util-linux-mount util-linux-partx util-linux-sfdisk"

@@ -9,23 +9,74 @@ LICENSE = "Apache-2.0"
 # nooelint: oelint.var.licenseremotefile
 LIC_FILES_CHKSUM = "file://${COMMON_LICENSE_DIR}/Apache-2.0;md5=89aea4e17d99a7cacdbeed46a0096b10"
 
-# The daemon is built from the repository this layer lives in (see
-# ATTENDANCE_TOPDIR in conf/layer.conf). A release build can instead point
-# SRC_URI at a tagged git revision (README.md, "Building a release").
-inherit externalsrc
-EXTERNALSRC = "${ATTENDANCE_TOPDIR}"
+# Where the daemon's source comes from (README.md, "Building a release"):
+#  - ATTENDANCE_SRCREV unset (development): the checkout this layer lives in
+#    (ATTENDANCE_TOPDIR), through externalsrc; rebuilt when one of the
+#    daemon's own source files changes, never sstate-cached;
+#  - ATTENDANCE_SRCREV = "<full commit id>" (release): that commit fetched
+#    with git from ATTENDANCE_GIT_URL (by default this same checkout's
+#    repository), cached in sstate and reproducible.
+ATTENDANCE_SRCREV ??= ""
+ATTENDANCE_GIT_URL ??= "git://${ATTENDANCE_TOPDIR};protocol=file"
+ATTENDANCE_GIT_BRANCH ??= "main"
+SRC_URI = "${@'${ATTENDANCE_GIT_URL};branch=${ATTENDANCE_GIT_BRANCH}' if d.getVar('ATTENDANCE_SRCREV') else ''}"
+SRCREV = "${@d.getVar('ATTENDANCE_SRCREV') or 'INVALID'}"
+S = "${@'${UNPACKDIR}/${BB_GIT_DEFAULT_DESTSUFFIX}' if d.getVar('ATTENDANCE_SRCREV') else '${ATTENDANCE_TOPDIR}'}"
+
+inherit ${@'' if d.getVar('ATTENDANCE_SRCREV') else 'externalsrc'}
+EXTERNALSRC = "${@'' if d.getVar('ATTENDANCE_SRCREV') else d.getVar('ATTENDANCE_TOPDIR')}"
 EXTERNALSRC_BUILD = "${WORKDIR}/build"
 
-inherit cargo cargo-update-recipe-crates systemd useradd
+inherit cargo cargo-update-recipe-crates useradd
 
 # crates.io dependencies, generated from Cargo.lock by
 # meta-attendance/scripts/update-crates-inc (same content as
 # `bitbake -c update_crates attendance`).
 require ${BPN}-crates.inc
 
+# externalsrc would hash every file under ATTENDANCE_TOPDIR for do_compile,
+# and a kas work directory inside the checkout (build/, the layer checkouts,
+# downloads, sstate) is part of that tree: every build would rebuild the
+# daemon, the image and the bundle. The daemon's inputs are exactly these.
+ATTENDANCE_CARGO_INPUTS = "Cargo.toml Cargo.lock build.rs .cargo src"
+
+def attendance_cargo_checksums(d):
+    import os
+    top = d.getVar('S')
+    out = []
+    for rel in d.getVar('ATTENDANCE_CARGO_INPUTS').split():
+        path = os.path.join(top, rel)
+        if os.path.isdir(path):
+            for root, dirs, files in os.walk(path):
+                dirs.sort()
+                out += ['%s:True' % os.path.join(root, f) for f in sorted(files)]
+        else:
+            out.append('%s:%s' % (path, os.path.exists(path)))
+    return ' '.join(out)
+
+python __anonymous() {
+    if d.getVar('EXTERNALSRC'):
+        # After externalsrc's own anonymous function, which set the whole tree.
+        d.setVarFlag('do_compile', 'file-checksums', '${@attendance_cargo_checksums(d)}')
+}
+
+# `bitbake -c update_crates attendance` reads every Cargo.lock below
+# CARGO_LOCK_SRC_DIR: give it the daemon's only, not those of a kas work tree
+# or of fuzz/ inside the checkout.
+CARGO_LOCK_SRC_DIR = "${WORKDIR}/cargo-lock"
+python attendance_cargo_lock_only() {
+    import shutil
+    bb.utils.remove(d.getVar('CARGO_LOCK_SRC_DIR'), recurse=True)
+    bb.utils.mkdirhier(d.getVar('CARGO_LOCK_SRC_DIR'))
+    shutil.copy(os.path.join(d.getVar('S'), 'Cargo.lock'), d.getVar('CARGO_LOCK_SRC_DIR'))
+}
+attendance_cargo_lock_only[doc] = "Gives update_crates the daemon's Cargo.lock alone"
+do_update_crates[prefuncs] += "attendance_cargo_lock_only"
+
 # The camera's V4L2 bindings (v4l2-sys-mit) run bindgen in their build
-# script, which loads libclang; point it at clang-native and at the target
-# sysroot the way oe-core's meson class does for bindgen.
+# script, which loads libclang: clang-native's, pointed at the target sysroot
+# the way oe-core's meson class passes bindgen its arguments (README.md,
+# "V4L2 bindings").
 DEPENDS += "clang-native"
 export LIBCLANG_PATH = "${STAGING_LIBDIR_NATIVE}"
 export BINDGEN_EXTRA_CLANG_ARGS = "${HOST_CC_ARCH}${TOOLCHAIN_OPTIONS} --target=${TARGET_SYS}"
@@ -33,45 +84,16 @@ export BINDGEN_EXTRA_CLANG_ARGS = "${HOST_CC_ARCH}${TOOLCHAIN_OPTIONS} --target=
 # Only the product binary (not benchmarks or helper binaries).
 CARGO_BUILD_FLAGS:append = " --bin attendance"
 
-IMAGE_CONFIG = "${S}/image-config/rootfs"
-ATTENDANCE_DEFAULT_CONFIG ?= "${S}/image-config/config.json"
-
 # The user must exist at build time: the root file system is read-only, so
-# systemd-sysusers cannot add it on the device. Same fields as sysusers.d.
+# systemd-sysusers cannot add it on the device. Same fields as the sysusers.d
+# file that attendance-image-config installs.
 USERADD_PACKAGES = "${PN}"
 USERADD_PARAM:${PN} = "--system --home-dir / --no-create-home --shell ${sbindir}/nologin \
                        --user-group --groups video,input --comment 'Attendance kiosk daemon' attendance"
 
-SYSTEMD_SERVICE:${PN} = "attendance.service attendance-mark-good.service"
-SYSTEMD_AUTO_ENABLE = "enable"
-
-do_install:append() {
-    install -d ${D}${systemd_system_unitdir} ${D}${sysusersdir} ${D}${nonarch_libdir}/tmpfiles.d
-    install -m 0644 ${IMAGE_CONFIG}/usr/lib/systemd/system/attendance.service ${D}${systemd_system_unitdir}/
-    install -m 0644 ${IMAGE_CONFIG}/usr/lib/systemd/system/attendance-mark-good.service ${D}${systemd_system_unitdir}/
-    # The update policy that unit runs (mark good, or reboot a new release
-    # that never gets healthy so the bootloader falls back).
-    install -d ${D}${libexecdir}/attendance
-    install -m 0755 ${IMAGE_CONFIG}/usr/libexec/attendance/mark-good ${D}${libexecdir}/attendance/
-    install -m 0644 ${IMAGE_CONFIG}/usr/lib/sysusers.d/attendance.conf ${D}${sysusersdir}/attendance.conf
-    install -m 0644 ${IMAGE_CONFIG}/usr/lib/tmpfiles.d/attendance.conf ${D}${nonarch_libdir}/tmpfiles.d/attendance.conf
-    # V4L2 and evdev registered before the daemon's device cgroup is built.
-    install -d ${D}${nonarch_libdir}/modules-load.d
-    install -m 0644 ${IMAGE_CONFIG}/usr/lib/modules-load.d/attendance.conf ${D}${nonarch_libdir}/modules-load.d/attendance.conf
-
-    # Image-level defaults, the read-only layer of the configuration.
-    install -d ${D}${sysconfdir}/attendance
-    if [ -f ${ATTENDANCE_DEFAULT_CONFIG} ]; then
-        install -m 0644 ${ATTENDANCE_DEFAULT_CONFIG} ${D}${sysconfdir}/attendance/config.json
-    else
-        bbwarn "No ${ATTENDANCE_DEFAULT_CONFIG}: the image runs on the daemon's built-in defaults"
-    fi
-}
-
-FILES:${PN} += "${sysusersdir}/attendance.conf ${nonarch_libdir}/tmpfiles.d/attendance.conf \
-                ${nonarch_libdir}/modules-load.d/attendance.conf \
-                ${libexecdir}/attendance/mark-good"
-
-RDEPENDS:${PN} = "rauc"
+# The units, the update policy (mark-good), sysusers/tmpfiles/modules-load
+# files and /etc/attendance/config.json come from image-config/rootfs, all
+# of them in attendance-image-config (one place for every file of that tree).
+RDEPENDS:${PN} = "rauc attendance-image-config"
 
 COMPATIBLE_HOST = ".*-linux.*"
