@@ -1,0 +1,82 @@
+"""The checks tests/layer/real-bitbake applies to `bitbake -e` output, on
+output shaped like bitbake's (the real run needs the upstream checkouts)."""
+import real_bitbake
+
+D = "/b/tmp/work/x/attendance/0.1.0/image"
+
+
+def env_text(install_body: str, files: str = "/usr/bin/* /usr/lib/sysusers.d/attendance.conf") -> str:
+    """What `bitbake -e attendance` prints, reduced to what the checks read."""
+    return "\n".join([
+        "#",
+        "# $D [2 operations]",
+        f'D="{D}"',
+        'PACKAGES="attendance-dbg attendance"',
+        'FILES:attendance-dbg="/usr/lib/debug /usr/bin/.debug"',
+        f'FILES:attendance="{files} \\',
+        '    /etc/attendance"',
+        'export LIBCLANG_PATH="/b/recipe-sysroot-native/usr/lib"',
+        "# line: 12, file: /layer/attendance_0.1.0.bb",
+        "do_install() {",
+        install_body,
+        "}",
+        "",
+    ])
+
+
+def test_parse_env_reads_variables_and_functions():
+    variables, functions = real_bitbake.parse_env(env_text("    true"))
+    assert variables["D"] == D
+    assert variables["FILES:attendance"].split() == ["/usr/bin/*", "/usr/lib/sysusers.d/attendance.conf",
+                                                     "/etc/attendance"]
+    assert variables["LIBCLANG_PATH"] == "/b/recipe-sysroot-native/usr/lib"
+    assert functions["do_install"].strip() == "true"
+
+
+def test_undefined_sysusersdir_is_reported():
+    """The review's finding: ${sysusersdir} is undefined on wrynose, bitbake
+    keeps it literally, the file is in no package."""
+    body = (f"    install -d {D}/usr/lib/systemd/system {D}${{sysusersdir}}\n"
+            f"    install -m 0644 /src/attendance.conf {D}${{sysusersdir}}/attendance.conf\n")
+    problems = real_bitbake.check_recipe_env("attendance", env_text(body))
+    assert any("unexpanded ${sysusersdir}" in p for p in problems), problems
+    assert any("keeps a variable" in p for p in problems), problems
+
+
+def test_bare_destination_is_reported():
+    """The same file when the variable expands to nothing: ${D}/attendance.conf."""
+    body = f"    install -m 0644 /src/attendance.conf {D}/attendance.conf\n"
+    problems = real_bitbake.check_recipe_env("attendance", env_text(body))
+    assert any("bare ${D}/attendance.conf" in p for p in problems), problems
+    assert any("in no package's FILES" in p for p in problems), problems
+
+
+def test_unshipped_file_is_reported():
+    body = f"    install -D -m 0644 /src/x.conf {D}/usr/lib/tmpfiles.d/x.conf\n"
+    problems = real_bitbake.check_recipe_env("attendance", env_text(body))
+    assert problems == [f"do_install: ${{D}}/usr/lib/tmpfiles.d/x.conf is in no package's FILES "
+                        "(installed-vs-shipped)"]
+
+
+def test_unexpanded_files_entry_is_reported():
+    problems = real_bitbake.check_recipe_env("attendance", env_text("    true", files="${sysusersdir}/a.conf"))
+    assert problems == ["FILES:attendance keeps an unexpanded ${sysusersdir}"]
+
+
+def test_a_good_install_passes():
+    """Loops, shell variables and cargo's install-into-a-directory idiom."""
+    body = "\n".join([
+        f'    for tgt in "/b/target/x/"*; do',
+        '        if [ -f "$tgt" ]; then',
+        f'            install -d "{D}/usr/bin"',
+        f'            install -m755 "$tgt" "{D}/usr/bin"',
+        "        fi",
+        "    done",
+        f"    d={D}/usr/lib/sysusers.d",
+        "    install -d $d",
+        "    for f in attendance.conf; do",
+        "        install -m 0644 /src/$f ${d}/$f",
+        "    done",
+        f"    install -D -m 0644 /src/config.json {D}/etc/attendance/config.json",
+    ])
+    assert real_bitbake.check_recipe_env("attendance", env_text(body)) == []
