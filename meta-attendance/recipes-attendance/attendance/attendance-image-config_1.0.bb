@@ -37,7 +37,9 @@ do_install[file-checksums] += "${ATTENDANCE_DEFAULT_CONFIG}:${@os.path.exists(d.
 # oe-core applies when it makes the root file system (systemctl preset-all).
 # The list is made when the recipe is parsed, and every folder and file of
 # the tree is a parse dependency, so adding, removing or changing one
-# re-parses the recipe.
+# re-parses the recipe. (Anonymous python because only parse-time code can
+# declare those dependencies.)
+# nooelint: oelint.task.noanonpython
 python __anonymous() {
     import os
     top = os.path.join(d.getVar('ATTENDANCE_TOPDIR'), 'image-config', 'rootfs')
@@ -84,7 +86,7 @@ do_install() {
 
 # One package with all of it (configuration only, nothing to split off).
 PACKAGES = "${PN}"
-FILES:${PN} = "${prefix} ${sysconfdir} /data /boot"
+FILES:${PN} += "${prefix} /data /boot"
 
 RDEPENDS:${PN} = "e2fsprogs-e2fsck e2fsprogs-mke2fs e2fsprogs-resize2fs \
                   util-linux-blkid util-linux-mount util-linux-partx util-linux-sfdisk"
