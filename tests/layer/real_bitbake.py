@@ -282,8 +282,20 @@ def files_match(path: str, patterns: list[str]) -> bool:
     return any(fnmatch.fnmatchcase(p, pat.rstrip("/")) for pat in patterns for p in prefixes)
 
 
-def check_recipe_env(pn: str, text: str) -> list[str]:
-    """Problems in one recipe's `bitbake -e` output."""
+def layer_references() -> set[str]:
+    """Every ${NAME} the layer's own files write."""
+    names: set[str] = set()
+    for pattern in ("*.bb", "*.bbappend", "*.inc", "*.bbclass", "*.conf"):
+        for f in LAYER.rglob(pattern):
+            names |= set(re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_-]*)\}", f.read_text()))
+    return names
+
+
+def check_recipe_env(pn: str, text: str, layer_refs: set[str] | None = None) -> list[str]:
+    """Problems in one recipe's `bitbake -e` output. With layer_refs, an
+    unexpanded variable counts only if the layer's own files use it (an
+    upstream recipe may leave one of its own to the shell on purpose, as
+    kernel.bbclass does with ${KERNEL_DEVICETREE} on qemux86-64)."""
     problems = []
     variables, functions = parse_env(text)
     d = variables.get("D", "")
@@ -297,12 +309,16 @@ def check_recipe_env(pn: str, text: str) -> list[str]:
         shell_names |= set(re.findall(r"for (\w+) in", body)) | set(re.findall(r"read (?:-r )?(\w+)", body))
         for ref in sorted(set(re.findall(r"\$\{(@?[^}]*)\}", body))):
             base = re.split(r"[:#%/}-]", ref, 1)[0]
+            if layer_refs is not None and base not in layer_refs:
+                continue
             if ref.startswith("@") or (base not in shell_names and base not in SHELL_ENV):
                 problems.append(f"{name} keeps an unexpanded ${{{ref}}}")
         for path, is_dir in install_destinations(body):
-            if "${" in path or "$" in path.replace("$$", ""):
-                if re.search(r"\$\{?(\w+)", path) and not any(
-                        re.search(r"\$\{?" + n + r"\b", path) for n in shell_names):
+            if "$" in path:
+                # ${NAME} left by bitbake; a plain $name is the shell's.
+                left = [n for n in re.findall(r"\$\{(\w+)\}", path) if n not in shell_names
+                        and (layer_refs is None or n in layer_refs)]
+                if left:
                     problems.append(f"{name}: install destination {path} keeps a variable")
                 continue
             if not d or not path.startswith(d + "/") and path != d:
@@ -465,6 +481,7 @@ def main() -> int:
 
         t = time.monotonic()
         recipes = args.recipe or layer_recipe_names(machine)
+        layer_refs = layer_references()
         checked, skipped = [], []
         for pn in recipes:
             rc, out = bitbake(env, build_dir, ["-e", pn], logs / f"{machine}-env-{pn}.log")
@@ -484,7 +501,7 @@ def main() -> int:
             if pn == "attendance":
                 oe_values[machine] = {n: variables[n] for n in STANDIN_VALUES if n in variables}
                 check_daemon_hashing(run, env, build_dir, variables, logs / f"{machine}-compile-checksums.log")
-            for p in check_recipe_env(pn, out):
+            for p in check_recipe_env(pn, out, layer_refs):
                 run.error(f"{pn}: {p}")
         run.say(f"  bitbake -e: {len(checked)} recipes checked ({', '.join(checked)}); "
                 f"not for this machine: {', '.join(skipped) or 'none'} ({time.monotonic() - t:.0f} s)")

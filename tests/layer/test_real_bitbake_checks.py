@@ -80,3 +80,16 @@ def test_a_good_install_passes():
         f"    install -D -m 0644 /src/config.json {D}/etc/attendance/config.json",
     ])
     assert real_bitbake.check_recipe_env("attendance", env_text(body)) == []
+
+
+def test_upstream_leftovers_count_only_when_the_layer_uses_them():
+    """kernel.bbclass leaves ${KERNEL_DEVICETREE} to the shell on qemux86-64;
+    that is upstream's business. The same kind of leftover in a variable the
+    layer writes is reported."""
+    body = ("    for dtbf in ${KERNEL_DEVICETREE}; do\n        true\n    done\n"
+            f"    install -d {D}${{sysusersdir}}\n")
+    problems = real_bitbake.check_recipe_env("x", env_text(body), layer_refs={"sysusersdir", "D"})
+    assert problems == ["do_install keeps an unexpanded ${sysusersdir}",
+                        f"do_install: install destination {D}${{sysusersdir}} keeps a variable"]
+    assert real_bitbake.layer_references() >= {"ATTENDANCE_TOPDIR", "D", "UNPACKDIR"}
+    assert "sysusersdir" not in real_bitbake.layer_references()
