@@ -259,9 +259,17 @@ def _install_targets(words: list[str], made_dirs: set[str]) -> list[tuple[str, b
             next(it, None)
         elif w == "-t":
             target_dir = next(it, None)
-        elif w.startswith("-") and len(w) > 1:
-            if "d" in w[1:] and not w.startswith("--"):
-                is_dir = True
+        elif w.startswith("-") and len(w) > 1 and not w.startswith("--"):
+            # A cluster of short options (-Dm 0644, -dm0755): an option that
+            # takes an argument takes the rest of the cluster or the next word.
+            for k, c in enumerate(w[1:], 1):
+                if c == "d":
+                    is_dir = True
+                elif c in "mogtS":
+                    arg = w[k + 1:] or next(it, None)
+                    if c == "t":
+                        target_dir = arg
+                    break
         else:
             operands.append(w)
     if is_dir:

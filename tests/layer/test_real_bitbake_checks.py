@@ -93,3 +93,13 @@ def test_upstream_leftovers_count_only_when_the_layer_uses_them():
                         f"do_install: install destination {D}${{sysusersdir}} keeps a variable"]
     assert real_bitbake.layer_references() >= {"ATTENDANCE_TOPDIR", "D", "UNPACKDIR"}
     assert "sysusersdir" not in real_bitbake.layer_references()
+
+
+def test_clustered_short_options_take_their_argument():
+    """`install -Dm 0644 src dest` (u-boot.inc's extlinux.conf) installs one
+    file to dest; 0644 is the mode, not a second source."""
+    body = "install -Dm 0644 /b/extlinux.conf /d//boot/extlinux/extlinux.conf\n"
+    assert real_bitbake.install_destinations(body) == [("/d//boot/extlinux/extlinux.conf", False)]
+    assert real_bitbake.install_destinations("install -dm0755 /d/etc/x\n") == [("/d/etc/x", True)]
+    assert real_bitbake.install_destinations("install -Dt /d/usr/bin a b\n") == [
+        ("/d/usr/bin/a", False), ("/d/usr/bin/b", False)]
