@@ -16,8 +16,10 @@ and python errors in inline expansions all fail it.
 """
 from __future__ import annotations
 
+import json
 import logging
 import pathlib
+import re
 import tempfile
 
 # The bitbake-setup wheel ships bitbake's `bb` package but not `hashserv`,
@@ -60,16 +62,24 @@ UPSTREAM_CLASSES = {
     "rm_work": "openembedded-core meta/classes/rm_work.bbclass",
 }
 
-# Just enough of oe-core's bitbake.conf for the layer's expansions.
+# What the real openembedded-core defines, generated from `bitbake -e` of the
+# pinned commits (tests/layer/real-bitbake CHECKOUTS --write-oe-vars): the
+# names every layer recipe sees there, the values of the path variables per
+# machine, and the variables bitbake.conf declares renamed or obsolete. The
+# stand-in below sets nothing that is not in that list (test_bbparse checks
+# it), and a layer file that refers to a variable neither upstream nor the
+# layer defines fails the parse: ${sysusersdir}, say, which wrynose lacks.
+OE_VARS = json.loads((pathlib.Path(__file__).resolve().parent / "oe-core-vars.json").read_text())
+OE_DEFINED = frozenset(OE_VARS["defined"])
+
+# The structure of oe-core's bitbake.conf the layer's expansions need (names
+# and layout as upstream; paths under a temporary TOPDIR).
 BITBAKE_CONF = r"""
 TOPDIR = "{topdir}"
 TMPDIR = "${{TOPDIR}}/tmp"
 BBPATH = "{stubs}"
 MACHINE = "{machine}"
 DISTRO = "{distro}"
-TARGET_ARCH = "{arch}"
-TARGET_OS = "linux"
-MACHINEOVERRIDES = "{machine_overrides}"
 DISTROOVERRIDES = "${{DISTRO}}"
 OVERRIDES = "${{TARGET_OS}}:${{TARGET_ARCH}}:pn-${{PN}}:${{MACHINEOVERRIDES}}:${{DISTROOVERRIDES}}:class-target:forcevariable"
 PN = "${{@bb.parse.vars_from_file(d.getVar('FILE', False),d)[0] or 'defaultpkgname'}}"
@@ -90,18 +100,6 @@ DEPLOYDIR = "${{WORKDIR}}/deploy"
 DEPLOY_DIR_IMAGE = "${{TMPDIR}}/deploy/images/${{MACHINE}}"
 COREBASE = "/oe-core"
 COMMON_LICENSE_DIR = "${{COREBASE}}/meta/files/common-licenses"
-prefix = "/usr"
-exec_prefix = "/usr"
-bindir = "/usr/bin"
-sbindir = "/usr/sbin"
-libdir = "/usr/lib"
-libexecdir = "/usr/libexec"
-nonarch_libdir = "/usr/lib"
-sysconfdir = "/etc"
-datadir = "/usr/share"
-systemd_unitdir = "/usr/lib/systemd"
-systemd_system_unitdir = "/usr/lib/systemd/system"
-sysusersdir = "/usr/lib/sysusers.d"
 PACKAGES = "${{PN}}"
 FILES:${{PN}} = ""
 DEPENDS = ""
@@ -110,18 +108,22 @@ SRC_URI = ""
 IMAGE_FSTYPES = ""
 BB_SIGNATURE_HANDLER = "noop"
 DISTRO_VERSION = "0"
-# Variables wrynose's openembedded-core rejects (its bitbake.conf declares
-# them in BB_RENAMED_VARIABLES); bitbake then fails the parse like the real one.
-BB_RENAMED_VARIABLES[VOLATILE_LOG_DIR] = "is obsolete and no longer supported"
-BB_RENAMED_VARIABLES[VOLATILE_TMP_DIR] = "is obsolete and no longer supported"
-BB_RENAMED_VARIABLES[DISTRO_FEATURES_BACKFILL] = "is obsolete, use DISTRO_FEATURES_DEFAULTS"
-BB_RENAMED_VARIABLES[DISTRO_FEATURES_BACKFILL_CONSIDERED] = "DISTRO_FEATURES_OPTED_OUT"
-BB_RENAMED_VARIABLES[MACHINE_FEATURES_BACKFILL] = "is obsolete, use MACHINE_FEATURES_DEFAULTS"
-BB_RENAMED_VARIABLES[MACHINE_FEATURES_BACKFILL_CONSIDERED] = "MACHINE_FEATURES_OPTED_OUT"
-BB_RENAMED_VARIABLES[LICENSE_FLAGS_WHITELIST] = "LICENSE_FLAGS_ACCEPTED"
-BB_RENAMED_VARIABLES[PNBLACKLIST] = "SKIP_RECIPE"
-BB_RENAMED_VARIABLES[TCLIBCAPPEND] = "is obsolete and no longer supported"
 """
+
+
+def _oe_conf(machine: str) -> str:
+    """Values and renamed-variable declarations from the real oe-core."""
+    lines = [f'{k} = "{v}"' for k, v in sorted(OE_VARS["values"][machine].items())]
+    lines += [f'BB_RENAMED_VARIABLES[{k}] = "{v}"' for k, v in sorted(OE_VARS["renamed"].items())]
+    return "\n".join(lines) + "\n"
+
+
+def standin_names() -> set[str]:
+    """Every variable the stand-in configuration sets."""
+    names = set(re.findall(r"^([A-Za-z_][A-Za-z0-9_]*)(?::\S+)? \??=", BITBAKE_CONF, re.M))
+    for machine in OE_VARS["values"]:
+        names |= set(OE_VARS["values"][machine])
+    return names
 
 
 class ParseFailure(Exception):
@@ -146,16 +148,6 @@ def _stubs(root: pathlib.Path) -> None:
     (root / "classes" / "base.bbclass").write_text("# stand-in for oe-core base.bbclass\n")
 
 
-def _arch(machine: str) -> str:
-    return {"qemux86-64": "x86_64", "raspberrypi4-64": "aarch64"}[machine]
-
-
-def _machine_overrides(machine: str) -> str:
-    if machine == "raspberrypi4-64":
-        return "aarch64:armv8a:rpi:raspberrypi4-64"
-    return "x86-64:qemuall:qemux86-64"
-
-
 def base_config(machine: str, tmp: pathlib.Path, distro: str = "attendance-os") -> "bb.data_smart.DataSmart":
     stubs = tmp / "stubs"
     _stubs(stubs)
@@ -164,9 +156,7 @@ def base_config(machine: str, tmp: pathlib.Path, distro: str = "attendance-os") 
         topdir=tmp / "build",
         stubs=f"{stubs}:{LAYER}",
         machine=machine,
-        arch=_arch(machine),
-        machine_overrides=_machine_overrides(machine),
-    )
+    ) + _oe_conf(machine)
     bbconf = stubs / "conf" / "bitbake.conf"
     bbconf.write_text(conf)
 
@@ -215,7 +205,10 @@ def _expand_layer_vars(d, fn: str, prefixes: tuple[str, ...]) -> None:
     """Expand every variable and flag value that a layer file set."""
     for var in list(d.keys()):
         hist = d.varhistory.variable(var)
-        if not any(str(h.get("file", "")).startswith(prefixes) for h in hist):
+        # A shell or python function's history names bitbake's ast.py; the
+        # file it was written in is its `filename` flag.
+        files = [str(h.get("file", "")) for h in hist] + [str(d.getVarFlag(var, "filename", False) or "")]
+        if not any(f.startswith(prefixes) for f in files):
             continue
         if d.getVarFlag(var, "func", False):
             continue  # shell/python task bodies are not expanded at parse time
@@ -226,6 +219,46 @@ def _expand_layer_vars(d, fn: str, prefixes: tuple[str, ...]) -> None:
                     d.getVarFlag(var, flag)
         except Exception as e:  # bb.data_smart.ExpansionError and friends
             raise ParseFailure(f"{fn}: expanding {var}: {e}") from e
+
+
+# Set by bitbake itself while it reads a layer.conf (and removed after).
+_BITBAKE_SET = frozenset({"LAYERDIR", "LAYERDIR_RE"})
+_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_-]*)\}")
+
+
+def _shell_names(body: str) -> set[str]:
+    names = set(re.findall(r"(?:^|[\s;(])(?:local\s+|export\s+)?([A-Za-z_]\w*)=", body))
+    names |= set(re.findall(r"\bfor ([A-Za-z_]\w*) in\b", body))
+    names |= set(re.findall(r"\bread (?:-r )?([A-Za-z_]\w*)", body))
+    return names
+
+
+def _check_references(d, fn: str, prefixes: tuple[str, ...]) -> None:
+    """Every ${NAME} a layer file writes must be defined by the real oe-core
+    (OE_DEFINED), by the layer itself, or be a shell variable of the function
+    it appears in: bitbake leaves an undefined ${NAME} as it is, so
+    `install ... ${D}${sysusersdir}/x` silently installs to a wrong path."""
+    bad = set()
+    for var in list(d.keys()):
+        hist = d.varhistory.variable(var)
+        # A shell or python function's history names bitbake's ast.py; the
+        # file it was written in is its `filename` flag.
+        files = [str(h.get("file", "")) for h in hist] + [str(d.getVarFlag(var, "filename", False) or "")]
+        if not any(f.startswith(prefixes) for f in files):
+            continue
+        raw = d.getVar(var, False)
+        texts = [raw] if isinstance(raw, str) else []
+        for flag, value in (d.getVarFlags(var) or {}).items():
+            if not flag.startswith("_") and isinstance(value, str):
+                texts.append(value)
+        shell = _shell_names(raw) if isinstance(raw, str) and d.getVarFlag(var, "func", False) else set()
+        for text in texts:
+            for name in _REF.findall(text):
+                if name in shell or name in OE_DEFINED or name in _BITBAKE_SET or d.getVar(name, False) is not None:
+                    continue
+                bad.add(f"${{{name}}} (in {var})")
+    if bad:
+        raise ParseFailure(f"{fn}: undefined in openembedded-core and in the layer: {', '.join(sorted(bad))}")
 
 
 def parse_recipe(
@@ -254,6 +287,7 @@ def parse_recipe(
     if main.getVar("__SKIPPED"):
         return {"skipped": main.getVar("__SKIPPED"), "d": main}
     _expand_layer_vars(main, label or str(recipe), (str(LAYER), *prefixes))
+    _check_references(main, label or str(recipe), (str(LAYER), *prefixes))
     return {"skipped": None, "d": main}
 
 

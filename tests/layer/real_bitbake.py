@@ -331,7 +331,7 @@ def check_recipe_env(pn: str, text: str, layer_refs: set[str] | None = None) -> 
                 continue
             if not d or not path.startswith(d + "/") and path != d:
                 continue  # e.g. ${DEPLOYDIR}, ${B}
-            rel = path[len(d):] or "/"
+            rel = re.sub(r"/+", "/", os.path.normpath(path[len(d):] or "/"))
             if not is_dir and rel.count("/") < 2:
                 problems.append(f"{name}: installs a file to the bare ${{D}}{rel}")
             if name == "do_install" and not is_dir and not nopackages and packages:
