@@ -103,3 +103,14 @@ def test_clustered_short_options_take_their_argument():
     assert real_bitbake.install_destinations("install -dm0755 /d/etc/x\n") == [("/d/etc/x", True)]
     assert real_bitbake.install_destinations("install -Dt /d/usr/bin a b\n") == [
         ("/d/usr/bin/a", False), ("/d/usr/bin/b", False)]
+
+
+def test_a_doubled_slash_after_d_is_the_same_path():
+    """u-boot.inc installs to ${D}/${UBOOT_EXTLINUX_INSTALL_DIR}/..., i.e.
+    ${D}//boot/...; packaging matches it against FILES as /boot/..."""
+    body = f"    install -Dm 0644 /b/extlinux.conf {D}//boot/extlinux/extlinux.conf\n"
+    text = env_text(body, files="/boot/extlinux/extlinux.conf")
+    assert real_bitbake.check_recipe_env("attendance", text) == []
+    text = env_text(body, files="/boot/other.conf")
+    assert real_bitbake.check_recipe_env("attendance", text) == [
+        "do_install: ${D}/boot/extlinux/extlinux.conf is in no package's FILES (installed-vs-shipped)"]
