@@ -227,6 +227,30 @@ async fn watch_camera(
     }
 }
 
+/// Mirrors a local database problem of the sync engine into health: the
+/// kiosk still records, so `degraded`, cleared once sync works again.
+async fn watch_sync(
+    metrics: Arc<crate::sync::SyncMetrics>,
+    health: Arc<Health>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            _ = tick.tick() => {}
+        }
+        match metrics.local_error() {
+            Some(e) => health.set(
+                "sync",
+                Level::Degraded,
+                format!("sync is backing off after a local database error: {e}"),
+            ),
+            None => health.clear("sync"),
+        }
+    }
+}
+
 /// Feeds the systemd watchdog only while the device demonstrably works.
 async fn feed_watchdog(health: Arc<Health>, shutdown: CancellationToken) -> anyhow::Result<()> {
     let mut usec = 0u64;
@@ -314,6 +338,8 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let store = open_store(&loaded, &health)?;
     let (store, store_closed) = StoreHandle::spawn(store, 256)?;
     health.beat(Beat::Store);
+    // Committed scans, for the followers (photos, sync; later SMS, alerts).
+    let events = Arc::new(crate::store::event::RecordEvents::default());
     if !clock.is_synchronized() {
         tracing::warn!("system clock is not synchronised; records will be flagged until it is");
     }
@@ -342,19 +368,17 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         let today_clock = clock.clone();
         let today: Arc<dyn Fn() -> chrono::NaiveDate + Send + Sync> =
             Arc::new(move || today_clock.now().with_timezone(&tz).date_naive());
-        let mut attach = crate::evidence::attach::store_attacher(
-            store.clone(),
-            tokio::runtime::Handle::current(),
-            5,
-            Duration::from_secs(1),
-        );
         // The record holds the rules' time of the scan, which is the source's
         // time seen through the clock (identity except for the simulated one).
         let attach_clock = clock.clone();
-        let attach: crate::evidence::AttachFn = Box::new(move |mut photo| {
-            photo.seen_at = attach_clock.map(photo.seen_at);
-            attach(photo)
-        });
+        let attach: Box<dyn crate::evidence::PhotoLinker> =
+            Box::new(crate::evidence::attach::RecordLinker::new(
+                store.clone(),
+                tokio::runtime::Handle::current(),
+                &events,
+                Box::new(move |t| attach_clock.map(t)),
+                Duration::from_secs(5),
+            ));
         crate::input::camera::wiring::build(cfg.inputs(), &data_dir, Some(attach), Some(today))?
     };
     let crate::input::camera::wiring::KioskInputs {
@@ -388,6 +412,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         clock: clock.clone(),
         feedback,
         health: health.clone(),
+        events: events.clone(),
     };
     core_tasks.spawn("pipeline", pipeline.run(scan_rx, reply_rx, core.clone()));
     core_tasks.spawn(
@@ -417,13 +442,20 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
                     store: store.clone(),
                     credentials,
                     metrics: sync_metrics.clone(),
+                    events: Some(events.clone()),
                 })
             }) {
             Ok(engine) => {
+                // The engine survives its own errors; it ends with one only
+                // when the database thread is gone, which stops the daemon.
                 let stop = core.clone();
                 core_tasks.spawn("sync", async move {
                     engine.run(stop).await.map_err(anyhow::Error::from)
                 });
+                core_tasks.spawn(
+                    "sync-health",
+                    watch_sync(sync_metrics.clone(), health.clone(), core.clone()),
+                );
             }
             Err(e) => {
                 tracing::error!(error = %e, "cloud sync not started; records stay queued locally");
