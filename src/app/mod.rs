@@ -25,11 +25,12 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
-use crate::config::{Loaded, Secrets};
+use crate::config::Loaded;
 use crate::domain::payload::PayloadPolicy;
 use crate::feedback::{FanoutFeedback, Feedback, LogFeedback};
 use crate::input::ScanSource;
 use crate::input::replay::ReplaySource;
+use crate::secrets::Secrets;
 use crate::store::{DataDirLock, Store, StoreError, StoreHandle, schema::SchemaError};
 use health::{Beat, Health, Level};
 use pipeline::Pipeline;
@@ -136,12 +137,26 @@ fn is_unusable_file(e: &StoreError) -> bool {
     }
 }
 
+/// A name for the unusable database that no earlier file has: nanosecond
+/// time plus a counter, checked for the file and its `-wal`/`-shm`
+/// companions, so moving aside never replaces what an earlier start kept.
 fn aside_name(path: &Path) -> PathBuf {
-    PathBuf::from(format!(
-        "{}.unusable-{}",
-        path.display(),
-        Utc::now().format("%Y%m%dT%H%M%SZ")
-    ))
+    let stamp = Utc::now().format("%Y%m%dT%H%M%S%.9fZ");
+    (0u32..)
+        .map(|n| {
+            let suffix = if n == 0 {
+                String::new()
+            } else {
+                format!("-{n}")
+            };
+            PathBuf::from(format!("{}.unusable-{stamp}{suffix}", path.display()))
+        })
+        .find(|p| {
+            ["", "-wal", "-shm"]
+                .iter()
+                .all(|s| !Path::new(&format!("{}{s}", p.display())).exists())
+        })
+        .unwrap_or_else(|| PathBuf::from(format!("{}.unusable-{stamp}-last", path.display())))
 }
 
 /// Free space on the file system holding `dir`, in MiB.
@@ -319,7 +334,9 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("data directory {}: cannot create", data_dir.display()))?;
     let _lock = DataDirLock::acquire(&cfg.lock_path())?;
-    let secrets = Secrets::load(&cfg.secrets_dir())?;
+    // A stray or badly-permissioned file is refused alone (reported in
+    // health below); only an unreadable secrets directory stops the start.
+    let secrets = Secrets::load_lenient(&cfg.secrets_dir())?;
     tracing::info!(
         device_id = %cfg.device_id,
         data_dir = %data_dir.display(),
@@ -334,6 +351,19 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     )));
     if let Some(problem) = config_problem {
         health.set("config", Level::Degraded, problem);
+    }
+    for refused in secrets.refused() {
+        tracing::error!(error = %refused, "secret file refused; the daemon runs without it");
+        let name = refused
+            .file
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        health.set(
+            &format!("secret {name}"),
+            Level::Degraded,
+            refused.to_string(),
+        );
     }
     let store = open_store(&loaded, &health)?;
     let (store, store_closed) = StoreHandle::spawn(store, 256)?;
@@ -560,5 +590,24 @@ fn ended_error(e: Ended) -> anyhow::Error {
         Ended::Finished(name) => anyhow::anyhow!("task {name} stopped unexpectedly"),
         Ended::Failed(name, err) => err.context(format!("task {name} failed")),
         Ended::Panicked(msg) => anyhow::anyhow!("a task panicked: {msg}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn moved_aside_names_never_replace_an_earlier_file() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let db = dir.path().join("attendance.sqlite3");
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..3 {
+            let a = aside_name(&db);
+            assert!(!a.exists());
+            std::fs::write(&a, b"kept").expect("write");
+            assert!(seen.insert(a));
+        }
+        assert_eq!(seen.len(), 3);
     }
 }

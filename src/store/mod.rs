@@ -229,7 +229,7 @@ pub struct ScanRequest {
     pub clock_synced: bool,
 }
 
-#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, Serialize, serde::Deserialize, PartialEq, Eq)]
 pub struct ImportSummary {
     pub inserted: usize,
     pub updated: usize,

@@ -42,7 +42,7 @@ impl std::fmt::Debug for Credentials {
 impl Credentials {
     /// Reads both keys from the secrets directory.
     pub fn from_secrets(
-        secrets: &crate::config::Secrets,
+        secrets: &crate::secrets::Secrets,
         cfg: &SyncConfig,
     ) -> Result<Self, ClientError> {
         let get = |name: &str| {

@@ -304,7 +304,7 @@ async fn a_quoted_student_number_never_stops_the_roster() {
 }
 
 #[tokio::test]
-async fn a_wrongly_typed_roster_row_is_skipped_and_counted() {
+async fn a_wrongly_typed_roster_row_is_left_out_and_counted() {
     let mut r = rig(roster_config(), Vec::new());
     let mut bad = student("B1", "2026-11-01T00:00:00+00:00");
     bad["guardian_phone"] = serde_json::json!(639171112222u64);
