@@ -270,4 +270,74 @@ mod tests {
         assert_eq!(l, format!("{} bytes", card.len()));
         assert!(!l.contains("Juan") && !l.contains("+63917"));
     }
+
+    /// A subscriber that never reads (and one that is dropped) must not stop
+    /// or hold back a single commit: every scan is recorded, every event
+    /// published, and the stuck one only sees that it lagged. (Latency under
+    /// load is measured by `benches/scan_load.rs`, not timed here.)
+    #[tokio::test]
+    async fn a_stuck_subscriber_never_holds_back_the_scan_path() {
+        use crate::clock::SimulatedClock;
+        use crate::domain::record::StudentNumber;
+        use crate::domain::schedule::{Schedule, ScheduleConfig};
+        use crate::feedback::LogFeedback;
+        use crate::input::SourceKind;
+        use crate::store::{Store, StudentRow};
+        use tokio::sync::broadcast::error::TryRecvError;
+
+        const SCANS: usize = 300;
+        let dir = tempfile::tempdir().expect("tmp");
+        let sched = Schedule::from_config(&ScheduleConfig::default(), "schedule").expect("sched");
+        let mut store = Store::open(
+            &dir.path().join("a.sqlite3"),
+            "test",
+            sched,
+            chrono::Duration::minutes(5),
+            std::time::Duration::from_secs(5),
+        )
+        .expect("open");
+        let roster: Vec<StudentRow> = (0..SCANS)
+            .map(|i| StudentRow::bare(StudentNumber::parse(&format!("T-{i:04}")).expect("sn")))
+            .collect();
+        store.import_students(&roster).expect("roster");
+        let (handle, closed) = StoreHandle::spawn(store, 16).expect("spawn");
+        // Capacity 4: the stuck subscriber overflows after four scans.
+        let events = Arc::new(RecordEvents::new(4));
+        let mut stuck = events.subscribe();
+        drop(events.subscribe());
+        let start = chrono::DateTime::parse_from_rfc3339("2026-11-23T06:45:00+08:00")
+            .expect("time")
+            .to_utc();
+        let pipeline = Pipeline {
+            store: handle.clone(),
+            keyring: Keyring::new(),
+            policy: PayloadPolicy {
+                accept_unsigned: true,
+            },
+            clock: Arc::new(SimulatedClock::new(start, 1)),
+            feedback: Arc::new(LogFeedback),
+            health: Arc::new(Health::new(std::time::Duration::from_secs(10))),
+            events: events.clone(),
+        };
+        for i in 0..SCANS {
+            let report = pipeline
+                .process(RawScan::now(format!("T-{i:04}"), SourceKind::Replay))
+                .await;
+            assert!(matches!(report, ScanReport::Recorded { .. }), "{report:?}");
+        }
+        assert_eq!(events.published(), SCANS as u64);
+        let n = handle
+            .call(|s| s.record_count())
+            .await
+            .expect("call")
+            .expect("count");
+        assert_eq!(n, SCANS as i64, "every scan committed");
+        match stuck.try_recv() {
+            Err(TryRecvError::Lagged(missed)) => assert_eq!(missed, (SCANS - 4) as u64),
+            other => panic!("the stuck subscriber should have lagged: {other:?}"),
+        }
+        drop(pipeline);
+        drop(handle);
+        closed.wait().await;
+    }
 }
