@@ -401,14 +401,16 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         // The record holds the rules' time of the scan, which is the source's
         // time seen through the clock (identity except for the simulated one).
         let attach_clock = clock.clone();
-        let attach: Box<dyn crate::evidence::PhotoLinker> =
-            Box::new(crate::evidence::attach::RecordLinker::new(
+        let attach: Box<dyn crate::evidence::PhotoLinker> = Box::new(
+            crate::evidence::attach::RecordLinker::new(
                 store.clone(),
                 tokio::runtime::Handle::current(),
                 &events,
                 Box::new(move |t| attach_clock.map(t)),
                 Duration::from_secs(5),
-            ));
+            )
+            .with_health(health.clone()),
+        );
         crate::input::camera::wiring::build(cfg.inputs(), &data_dir, Some(attach), Some(today))?
     };
     let crate::input::camera::wiring::KioskInputs {

@@ -25,6 +25,7 @@ use tokio::sync::{broadcast, watch};
 use uuid::Uuid;
 
 use super::{PhotoFor, PhotoJob, PhotoLinker, SavedPhoto};
+use crate::app::health::{Health, Level};
 use crate::input::SourceKind;
 use crate::store::StoreHandle;
 use crate::store::event::{RecordEvents, Recorded};
@@ -45,6 +46,11 @@ pub struct RecordLinker {
     lagged: bool,
     closed: bool,
     wait: Duration,
+    /// Where a database error of this follower shows (it never stops the
+    /// daemon: the photo is dropped, the record stays as it is).
+    health: Option<std::sync::Arc<Health>>,
+    /// Database errors so far (shown with the health entry).
+    errors: u64,
 }
 
 impl RecordLinker {
@@ -66,6 +72,34 @@ impl RecordLinker {
             lagged: false,
             closed: false,
             wait,
+            health: None,
+            errors: 0,
+        }
+    }
+
+    /// Reports this follower's database errors under `photos` in `health`.
+    pub fn with_health(mut self, health: std::sync::Arc<Health>) -> Self {
+        self.health = Some(health);
+        self
+    }
+
+    fn failed(&mut self, e: &crate::store::StoreError) {
+        self.errors += 1;
+        if let Some(h) = &self.health {
+            h.set(
+                "photos",
+                Level::Degraded,
+                format!(
+                    "photo linking hit a database error ({} so far; photos dropped, records unchanged): {e}",
+                    self.errors
+                ),
+            );
+        }
+    }
+
+    fn worked(&self) {
+        if let Some(h) = &self.health {
+            h.clear("photos");
         }
     }
 
@@ -101,7 +135,7 @@ impl RecordLinker {
         self.recent.remove(i).map(|e| e.record_id)
     }
 
-    fn lookup(&self, seen_at: DateTime<Utc>) -> Option<Uuid> {
+    fn lookup(&mut self, seen_at: DateTime<Utc>) -> Option<Uuid> {
         match self
             .rt
             .block_on(self.store.call(move |s| s.record_seen_at(seen_at)))
@@ -109,6 +143,7 @@ impl RecordLinker {
             Ok(Ok(id)) => id,
             Ok(Err(e)) | Err(e) => {
                 tracing::warn!(target: "evidence", error = %e, "cannot look up the record of a photo");
+                self.failed(&e);
                 None
             }
         }
@@ -172,6 +207,7 @@ impl PhotoLinker for RecordLinker {
             }
             Ok(Err(e)) | Err(e) => {
                 tracing::warn!(target: "evidence", error = %e, "photo not taken; the record is unchanged");
+                self.failed(&e);
                 None
             }
         }
@@ -188,6 +224,7 @@ impl PhotoLinker for RecordLinker {
         {
             Ok(Ok(true)) => {
                 tracing::info!(target: "evidence", record_id = %id, path = %photo.path.display(), "photo_attached");
+                self.worked();
             }
             Ok(Ok(false)) => {
                 let removed = std::fs::remove_file(&photo.path).is_ok();
@@ -197,6 +234,7 @@ impl PhotoLinker for RecordLinker {
                 let removed = std::fs::remove_file(&photo.path).is_ok();
                 tracing::warn!(target: "evidence", record_id = %id, error = %e, removed,
                     "photo not attached; the record is unchanged");
+                self.failed(&e);
             }
         }
     }
@@ -346,5 +384,30 @@ mod tests {
         // After the catch-up, events are matched from the channel again.
         r.events.publish(recorded(r.ids[1], at(7, 5)));
         assert_eq!(l.wanted(&job(at(7, 5))), Some(PhotoFor::Record(r.ids[1])));
+    }
+
+    #[test]
+    fn a_database_error_shows_in_health_and_a_later_attach_clears_it() {
+        let r = rig();
+        let health = std::sync::Arc::new(Health::new(Duration::from_secs(10)));
+        let mut l = linker(&r).with_health(health.clone());
+        l.failed(&crate::store::StoreError::TaskGone);
+        l.failed(&crate::store::StoreError::TaskGone);
+        let report = health.report();
+        let c = report.conditions.get("photos").expect("photos degraded");
+        assert_eq!(c.level, Level::Degraded);
+        assert!(c.reason.contains("2 so far"), "{}", c.reason);
+        let path = r._dir.path().join("b.jpg");
+        std::fs::write(&path, b"jpeg").expect("write");
+        l.saved(
+            PhotoFor::Record(r.ids[1]),
+            SavedPhoto {
+                seen_at: at(7, 5),
+                payload: b"S2".to_vec(),
+                path,
+                bytes: 4,
+            },
+        );
+        assert!(!health.report().conditions.contains_key("photos"));
     }
 }
