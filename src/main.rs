@@ -1,7 +1,6 @@
 //! `attendance`: the kiosk daemon and its admin CLI.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -577,51 +576,47 @@ fn read_students_csv(path: &Path) -> anyhow::Result<Vec<StudentRow>> {
     Ok(rows)
 }
 
+/// Asks the daemon's `/health` with a real HTTP client (reqwest), retrying
+/// every 500 ms until `wait` has passed. Exit 0 only on a 200.
 fn health(url: &str, wait: Duration) -> anyhow::Result<ExitCode> {
-    let addr = url
-        .strip_prefix("http://")
-        .context("--url must start with http://")?
-        .trim_end_matches('/')
-        .to_string();
+    let url = format!("{}/health", url.trim_end_matches('/'));
+    let client = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(2))
+        .timeout(Duration::from_secs(5))
+        .build()
+        .context("HTTP client")?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("runtime")?;
     let deadline = Instant::now() + wait;
-    loop {
-        let attempt = (|| -> anyhow::Result<(u16, String)> {
-            let sock = addr
-                .parse()
-                .with_context(|| format!("{addr} is not host:port"))?;
-            let mut s = TcpStream::connect_timeout(&sock, Duration::from_secs(2))?;
-            s.set_read_timeout(Some(Duration::from_secs(5)))?;
-            write!(s, "GET /health HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
-            let mut resp = String::new();
-            s.take(64 * 1024).read_to_string(&mut resp)?;
-            let code = resp
-                .split_whitespace()
-                .nth(1)
-                .and_then(|c| c.parse().ok())
-                .context("malformed response")?;
-            let body = resp
-                .split_once("\r\n\r\n")
-                .map(|(_, b)| b.to_string())
-                .unwrap_or_default();
-            Ok((code, body))
-        })();
-        match attempt {
-            Ok((200, body)) => {
-                println!("{body}");
-                return Ok(ExitCode::SUCCESS);
+    rt.block_on(async {
+        loop {
+            let attempt = async {
+                let resp = client.get(&url).send().await?;
+                let code = resp.status().as_u16();
+                let body = resp.text().await?;
+                Ok::<_, reqwest::Error>((code, body))
             }
-            Ok((code, body)) if Instant::now() >= deadline => {
-                println!("{body}");
-                eprintln!("unhealthy: HTTP {code}");
-                return Ok(ExitCode::FAILURE);
+            .await;
+            match attempt {
+                Ok((200, body)) => {
+                    println!("{body}");
+                    return Ok(ExitCode::SUCCESS);
+                }
+                Ok((code, body)) if Instant::now() >= deadline => {
+                    println!("{body}");
+                    eprintln!("unhealthy: HTTP {code}");
+                    return Ok(ExitCode::FAILURE);
+                }
+                Err(e) if Instant::now() >= deadline => {
+                    eprintln!("unreachable: {}", e.without_url());
+                    return Ok(ExitCode::FAILURE);
+                }
+                _ => tokio::time::sleep(Duration::from_millis(500)).await,
             }
-            Err(e) if Instant::now() >= deadline => {
-                eprintln!("unreachable: {e:#}");
-                return Ok(ExitCode::FAILURE);
-            }
-            _ => std::thread::sleep(Duration::from_millis(500)),
         }
-    }
+    })
 }
 
 fn run_demo(dir: &Path, http: &str, speed: u32, seconds: Option<u64>) -> anyhow::Result<ExitCode> {
