@@ -430,3 +430,31 @@ fn health_command_and_demo_run_end_to_end() {
         .unwrap();
     assert!(!out.status.success());
 }
+
+#[test]
+fn a_stray_secret_file_is_refused_alone_and_the_daemon_keeps_recording() {
+    use std::os::unix::fs::PermissionsExt;
+    let k = Kiosk::new();
+    let secrets = k.data.join("secrets");
+    std::fs::create_dir_all(&secrets).unwrap();
+    let readme = secrets.join("README");
+    std::fs::write(&readme, "notes for the technician").unwrap();
+    std::fs::set_permissions(&readme, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let d = k.spawn(&[]);
+    d.wait_ready();
+    let (code, body) = get(d.port(), "/health");
+    assert_eq!(code, 200, "{body}");
+    assert!(
+        body.contains("degraded") && body.contains("README") && body.contains("chmod 600"),
+        "{body}"
+    );
+    assert!(!body.contains("notes for the technician"));
+    // More than one import chunk (5000 rows) through the running daemon.
+    k.import("S", 12_000);
+    for sn in ["S-0000", "S-11999"] {
+        let r = scan(&k, sn);
+        assert_eq!(r["outcome"], "recorded", "{r}");
+    }
+    let (st, lines) = d.terminate();
+    assert!(st.success(), "{}", lines.join("\n"));
+}
