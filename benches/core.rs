@@ -65,6 +65,7 @@ fn latency(dir: &Path) -> (f64, f64, f64) {
             clock: Arc::new(SimulatedClock::new(start, 1)),
             feedback: Arc::new(LogFeedback),
             health: Arc::new(Health::new(Duration::from_secs(10))),
+            events: Arc::new(attendance::store::event::RecordEvents::default()),
         };
         let mut ms = Vec::with_capacity(SCANS);
         for i in 0..SCANS {

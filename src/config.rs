@@ -7,19 +7,16 @@
 //! the key. Every key has a default, so an empty `{}` is a valid device file.
 //!
 //! Secrets never live in these files: they are files under
-//! `<data_dir>/secrets/` with mode 0600 (see [`Secrets`]), so the effective
+//! `<data_dir>/secrets/` with mode 0600 (see [`crate::secrets::Secrets`]), so the effective
 //! config can be printed and logged as it is.
 
-use std::collections::BTreeMap;
 use std::fs;
 use std::net::SocketAddr;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::domain::payload::Keyring;
 use crate::domain::schedule::{Schedule, ScheduleConfig};
 
 pub const SYSTEM_CONFIG: &str = "/etc/attendance/config.json";
@@ -511,140 +508,6 @@ impl Config {
     }
 }
 
-/// Secrets read from `<data_dir>/secrets/`. Each is a file of mode 0600 (or
-/// stricter); a file readable by group or others is refused, because the
-/// data partition may be read by anyone who pulls the SD card, but not by
-/// other users on a running device.
-#[derive(Default)]
-pub struct Secrets {
-    /// QR signing keys from `secrets/qr-keys/<key id>.key` (hex or base64).
-    pub qr_keys: Keyring,
-    /// Other named secrets (`secrets/<name>`), e.g. the cloud API key.
-    values: BTreeMap<String, String>,
-}
-
-impl std::fmt::Debug for Secrets {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Secrets")
-            .field("qr_keys", &self.qr_keys)
-            .field("names", &self.values.keys().collect::<Vec<_>>())
-            .finish()
-    }
-}
-
-fn read_secret_file(path: &Path) -> Result<String, ConfigError> {
-    let meta = fs::metadata(path).map_err(|e| ConfigError::Secret {
-        file: path.into(),
-        message: e.to_string(),
-    })?;
-    if meta.permissions().mode() & 0o077 != 0 {
-        return Err(ConfigError::Secret {
-            file: path.into(),
-            message: format!(
-                "mode is {:o}; secrets must not be readable by group or others (chmod 600)",
-                meta.permissions().mode() & 0o777
-            ),
-        });
-    }
-    if meta.len() > 64 * 1024 {
-        return Err(ConfigError::Secret {
-            file: path.into(),
-            message: "larger than 64 KiB".into(),
-        });
-    }
-    let text = fs::read_to_string(path).map_err(|e| ConfigError::Secret {
-        file: path.into(),
-        message: e.to_string(),
-    })?;
-    Ok(text.trim().to_string())
-}
-
-fn decode_key(text: &str) -> Option<Vec<u8>> {
-    use base64::Engine;
-    if let Ok(b) = hex::decode(text) {
-        return Some(b);
-    }
-    base64::engine::general_purpose::STANDARD
-        .decode(text)
-        .or_else(|_| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(text))
-        .ok()
-}
-
-impl Secrets {
-    /// Loads every secret; a missing directory means no secrets.
-    pub fn load(dir: &Path) -> Result<Self, ConfigError> {
-        let mut secrets = Secrets::default();
-        let entries = match fs::read_dir(dir) {
-            Ok(e) => e,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(secrets),
-            Err(e) => {
-                return Err(ConfigError::Secret {
-                    file: dir.into(),
-                    message: e.to_string(),
-                });
-            }
-        };
-        for entry in entries {
-            let entry = entry.map_err(|e| ConfigError::Secret {
-                file: dir.into(),
-                message: e.to_string(),
-            })?;
-            let path = entry.path();
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if name.starts_with('.') {
-                continue;
-            }
-            if path.is_dir() {
-                if name == "qr-keys" {
-                    secrets.load_qr_keys(&path)?;
-                }
-                continue;
-            }
-            let value = read_secret_file(&path)?;
-            secrets.values.insert(name, value);
-        }
-        Ok(secrets)
-    }
-
-    fn load_qr_keys(&mut self, dir: &Path) -> Result<(), ConfigError> {
-        let entries = fs::read_dir(dir).map_err(|e| ConfigError::Secret {
-            file: dir.into(),
-            message: e.to_string(),
-        })?;
-        for entry in entries.flatten() {
-            let path = entry.path();
-            let Some(key_id) = path
-                .file_name()
-                .and_then(|n| n.to_str())
-                .and_then(|n| n.strip_suffix(".key"))
-            else {
-                continue;
-            };
-            let text = read_secret_file(&path)?;
-            let key = decode_key(&text).ok_or_else(|| ConfigError::Secret {
-                file: path.clone(),
-                message: "key must be hex or base64".into(),
-            })?;
-            self.qr_keys
-                .insert(key_id, key)
-                .map_err(|message| ConfigError::Secret {
-                    file: path,
-                    message,
-                })?;
-        }
-        Ok(())
-    }
-
-    pub fn get(&self, name: &str) -> Option<&str> {
-        self.values.get(name).map(String::as_str)
-    }
-
-    /// Names only, for `check-config`.
-    pub fn names(&self) -> Vec<String> {
-        self.values.keys().cloned().collect()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -762,43 +625,5 @@ mod tests {
         let mut c = Config::default();
         c.log.level = "info,[".into();
         assert_eq!(c.validate().unwrap_err().0, "log.level");
-    }
-
-    #[test]
-    fn secrets_need_strict_modes() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = dir.path().join("secrets");
-        fs::create_dir_all(s.join("qr-keys")).unwrap();
-        let key = s.join("qr-keys/k1.key");
-        fs::write(
-            &key,
-            "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f\n",
-        )
-        .unwrap();
-        fs::set_permissions(&key, fs::Permissions::from_mode(0o644)).unwrap();
-        let e = Secrets::load(&s).unwrap_err().to_string();
-        assert!(e.contains("k1.key") && e.contains("chmod 600"), "{e}");
-        fs::set_permissions(&key, fs::Permissions::from_mode(0o600)).unwrap();
-        let api = s.join("supabase-api-key");
-        fs::write(&api, "top-secret-token\n").unwrap();
-        fs::set_permissions(&api, fs::Permissions::from_mode(0o600)).unwrap();
-        let loaded = Secrets::load(&s).unwrap();
-        assert_eq!(loaded.qr_keys.len(), 1);
-        assert_eq!(loaded.get("supabase-api-key"), Some("top-secret-token"));
-        assert!(!format!("{loaded:?}").contains("top-secret"));
-
-        fs::write(&key, "not a key!").unwrap();
-        assert!(
-            Secrets::load(&s)
-                .unwrap_err()
-                .to_string()
-                .contains("hex or base64")
-        );
-        assert!(
-            Secrets::load(&dir.path().join("none"))
-                .unwrap()
-                .names()
-                .is_empty()
-        );
     }
 }

@@ -1,7 +1,6 @@
 //! `attendance`: the kiosk daemon and its admin CLI.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -14,10 +13,11 @@ use clap::{Args, Parser, Subcommand};
 use attendance::app::control::{self, ControlRequest};
 use attendance::app::{self, RunOptions};
 use attendance::clock::{Clock, SimulatedClock, SystemClock};
-use attendance::config::{self, ConfigPaths, Secrets};
+use attendance::config::{self, ConfigPaths};
 use attendance::domain::payload;
 use attendance::domain::record::StudentNumber;
 use attendance::input::replay::ReplaySource;
+use attendance::secrets::Secrets;
 use attendance::store::{ReadOnlyStore, StudentRow};
 use attendance::{demo, logging};
 
@@ -121,6 +121,11 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         wait: u64,
     },
+    /// Cloud sync administration.
+    Sync {
+        #[command(subcommand)]
+        command: SyncCommand,
+    },
     /// Signed student cards.
     Cards {
         #[command(subcommand)]
@@ -162,6 +167,44 @@ enum StudentsCommand {
 }
 
 #[derive(Subcommand)]
+enum SyncCommand {
+    /// Outbox rows the sync engine will not send again (refused by the cloud or invalid).
+    Quarantine {
+        #[command(subcommand)]
+        command: QuarantineCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum QuarantineCommand {
+    /// List quarantined rows (seq, record, reason; never the payload).
+    List {
+        #[command(flatten)]
+        config: ConfigArgs,
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// Queue the records of these rows again (their current state), or all with --all.
+    Retry {
+        #[command(flatten)]
+        config: ConfigArgs,
+        #[arg(long, conflicts_with = "seqs")]
+        all: bool,
+        #[arg(required_unless_present = "all")]
+        seqs: Vec<i64>,
+    },
+    /// Delete these quarantined rows for good (the records stay, unsynced), or all with --all.
+    Discard {
+        #[command(flatten)]
+        config: ConfigArgs,
+        #[arg(long, conflicts_with = "seqs")]
+        all: bool,
+        #[arg(required_unless_present = "all")]
+        seqs: Vec<i64>,
+    },
+}
+
+#[derive(Subcommand)]
 enum CardsCommand {
     /// Print the signed QR payload for each student number, using <data_dir>/secrets/qr-keys/<KEY_ID>.key.
     Sign {
@@ -172,6 +215,9 @@ enum CardsCommand {
         students: Vec<String>,
     },
 }
+
+/// Students per control-socket request of `students import`.
+const IMPORT_CHUNK: usize = 5000;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -316,15 +362,42 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         } => {
             let loaded = config.load()?;
             let rows = read_students_csv(&csv)?;
+            // Through a running daemon the roster goes in chunks: each is one
+            // request line well under the socket's limit and one short
+            // transaction, so scans never wait behind a whole roster. The
+            // file was validated as a whole first.
+            let socket = loaded.config.control_socket();
+            let mut chunks = rows.chunks(IMPORT_CHUNK);
+            let first = chunks.next().unwrap_or(&[]);
             let req = ControlRequest::ImportStudents {
-                students: rows.clone(),
+                students: first.to_vec(),
             };
-            let summary = match control::request(&loaded.config.control_socket(), &req)? {
+            let summary = match control::request(&socket, &req)? {
                 Some(resp) => {
-                    if let Some(e) = resp.get("error") {
-                        bail!("daemon refused the import: {e}");
+                    let mut total = attendance::store::ImportSummary::default();
+                    let mut resp = resp;
+                    let mut done = 0usize;
+                    let mut next = chunks;
+                    loop {
+                        if let Some(e) = resp.get("error") {
+                            bail!(
+                                "daemon refused the import after {done} of {} students: {e}",
+                                rows.len()
+                            );
+                        }
+                        let part: attendance::store::ImportSummary =
+                            serde_json::from_value(resp["imported"].clone())?;
+                        total.inserted += part.inserted;
+                        total.updated += part.updated;
+                        done += part.inserted + part.updated;
+                        let Some(chunk) = next.next() else { break };
+                        let req = ControlRequest::ImportStudents {
+                            students: chunk.to_vec(),
+                        };
+                        resp = control::request(&socket, &req)?
+                            .context("the daemon stopped during the import")?;
                     }
-                    resp["imported"].clone()
+                    serde_json::to_value(total)?
                 }
                 None => {
                     // No daemon: take the lock ourselves so none starts meanwhile.
@@ -410,6 +483,41 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Health { url, wait } => health(&url, Duration::from_secs(wait)),
+        Command::Sync {
+            command: SyncCommand::Quarantine { command },
+        } => {
+            let (config, req) = match command {
+                QuarantineCommand::List { config, limit } => {
+                    (config, ControlRequest::QuarantineList { limit })
+                }
+                QuarantineCommand::Retry { config, all, seqs } => (
+                    config,
+                    ControlRequest::QuarantineRetry {
+                        seqs: (!all).then_some(seqs),
+                    },
+                ),
+                QuarantineCommand::Discard { config, all, seqs } => (
+                    config,
+                    ControlRequest::QuarantineDiscard {
+                        seqs: (!all).then_some(seqs),
+                    },
+                ),
+            };
+            let loaded = config.load()?;
+            let resp = match control::request(&loaded.config.control_socket(), &req)? {
+                Some(resp) => resp,
+                None => {
+                    // No daemon: take the lock ourselves so none starts meanwhile.
+                    let (_lock, mut store) = app::open_store_exclusive(&loaded)?;
+                    control::quarantine_op(&mut store, &req)?
+                }
+            };
+            if let Some(e) = resp.get("error") {
+                bail!("{e}");
+            }
+            println!("{}", serde_json::to_string_pretty(&resp)?);
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Cards {
             command:
                 CardsCommand::Sign {
@@ -468,51 +576,47 @@ fn read_students_csv(path: &Path) -> anyhow::Result<Vec<StudentRow>> {
     Ok(rows)
 }
 
+/// Asks the daemon's `/health` with a real HTTP client (reqwest), retrying
+/// every 500 ms until `wait` has passed. Exit 0 only on a 200.
 fn health(url: &str, wait: Duration) -> anyhow::Result<ExitCode> {
-    let addr = url
-        .strip_prefix("http://")
-        .context("--url must start with http://")?
-        .trim_end_matches('/')
-        .to_string();
+    let url = format!("{}/health", url.trim_end_matches('/'));
+    let client = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(2))
+        .timeout(Duration::from_secs(5))
+        .build()
+        .context("HTTP client")?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("runtime")?;
     let deadline = Instant::now() + wait;
-    loop {
-        let attempt = (|| -> anyhow::Result<(u16, String)> {
-            let sock = addr
-                .parse()
-                .with_context(|| format!("{addr} is not host:port"))?;
-            let mut s = TcpStream::connect_timeout(&sock, Duration::from_secs(2))?;
-            s.set_read_timeout(Some(Duration::from_secs(5)))?;
-            write!(s, "GET /health HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
-            let mut resp = String::new();
-            s.take(64 * 1024).read_to_string(&mut resp)?;
-            let code = resp
-                .split_whitespace()
-                .nth(1)
-                .and_then(|c| c.parse().ok())
-                .context("malformed response")?;
-            let body = resp
-                .split_once("\r\n\r\n")
-                .map(|(_, b)| b.to_string())
-                .unwrap_or_default();
-            Ok((code, body))
-        })();
-        match attempt {
-            Ok((200, body)) => {
-                println!("{body}");
-                return Ok(ExitCode::SUCCESS);
+    rt.block_on(async {
+        loop {
+            let attempt = async {
+                let resp = client.get(&url).send().await?;
+                let code = resp.status().as_u16();
+                let body = resp.text().await?;
+                Ok::<_, reqwest::Error>((code, body))
             }
-            Ok((code, body)) if Instant::now() >= deadline => {
-                println!("{body}");
-                eprintln!("unhealthy: HTTP {code}");
-                return Ok(ExitCode::FAILURE);
+            .await;
+            match attempt {
+                Ok((200, body)) => {
+                    println!("{body}");
+                    return Ok(ExitCode::SUCCESS);
+                }
+                Ok((code, body)) if Instant::now() >= deadline => {
+                    println!("{body}");
+                    eprintln!("unhealthy: HTTP {code}");
+                    return Ok(ExitCode::FAILURE);
+                }
+                Err(e) if Instant::now() >= deadline => {
+                    eprintln!("unreachable: {}", e.without_url());
+                    return Ok(ExitCode::FAILURE);
+                }
+                _ => tokio::time::sleep(Duration::from_millis(500)).await,
             }
-            Err(e) if Instant::now() >= deadline => {
-                eprintln!("unreachable: {e:#}");
-                return Ok(ExitCode::FAILURE);
-            }
-            _ => std::thread::sleep(Duration::from_millis(500)),
         }
-    }
+    })
 }
 
 fn run_demo(dir: &Path, http: &str, speed: u32, seconds: Option<u64>) -> anyhow::Result<ExitCode> {

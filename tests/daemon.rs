@@ -430,3 +430,122 @@ fn health_command_and_demo_run_end_to_end() {
         .unwrap();
     assert!(!out.status.success());
 }
+
+#[test]
+fn a_stray_secret_file_is_refused_alone_and_the_daemon_keeps_recording() {
+    use std::os::unix::fs::PermissionsExt;
+    let k = Kiosk::new();
+    let secrets = k.data.join("secrets");
+    std::fs::create_dir_all(&secrets).unwrap();
+    let readme = secrets.join("README");
+    std::fs::write(&readme, "notes for the technician").unwrap();
+    std::fs::set_permissions(&readme, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let d = k.spawn(&[]);
+    d.wait_ready();
+    let (code, body) = get(d.port(), "/health");
+    assert_eq!(code, 200, "{body}");
+    assert!(
+        body.contains("degraded") && body.contains("README") && body.contains("chmod 600"),
+        "{body}"
+    );
+    assert!(!body.contains("notes for the technician"));
+    // More than one import chunk (5000 rows) through the running daemon.
+    k.import("S", 12_000);
+    for sn in ["S-0000", "S-11999"] {
+        let r = scan(&k, sn);
+        assert_eq!(r["outcome"], "recorded", "{r}");
+    }
+    let (st, lines) = d.terminate();
+    assert!(st.success(), "{}", lines.join("\n"));
+}
+
+#[test]
+fn quarantined_rows_are_listed_retried_and_discarded_from_the_cli() {
+    use attendance::domain::schedule::{Schedule, ScheduleConfig};
+    use attendance::store::outbox::QuarantineItem;
+    use attendance::store::{AttendanceRecord, Store};
+    let k = Kiosk::new();
+    k.import("S", 1);
+    // Three records whose outbox rows the cloud refused (the library's own
+    // store operations, as the sync engine would do it).
+    let seqs: Vec<i64> = {
+        let sched = Schedule::from_config(&ScheduleConfig::default(), "schedule").unwrap();
+        let mut store = Store::open(
+            &k.db(),
+            "test-kiosk",
+            sched,
+            chrono::Duration::minutes(5),
+            Duration::from_secs(5),
+        )
+        .unwrap();
+        let recs: Vec<AttendanceRecord> = (0..3)
+            .map(|i| {
+                let t = format!("2026-11-20T07:00:0{i}.000Z");
+                AttendanceRecord {
+                    id: uuid::Uuid::new_v4(),
+                    student_number: "S-0000".into(),
+                    school_date: "2026-11-20".parse().unwrap(),
+                    session: format!("s{i}"),
+                    time_in: Some(t.clone()),
+                    time_out: None,
+                    status: "present".into(),
+                    device_id: "test-kiosk".into(),
+                    photo_path: None,
+                    clock_synced: true,
+                    source: "replay".into(),
+                    created_at: t.clone(),
+                    updated_at: t,
+                }
+            })
+            .collect();
+        store.insert_records(&recs).unwrap();
+        let seqs: Vec<i64> = store
+            .outbox_rows_after(0, 10)
+            .unwrap()
+            .iter()
+            .map(|r| r.seq)
+            .collect();
+        assert_eq!(seqs.len(), 3);
+        store
+            .quarantine_outbox(&[QuarantineItem {
+                seqs: seqs.clone(),
+                reason: "pgrst_22P02".into(),
+                http_status: Some(400),
+            }])
+            .unwrap();
+        seqs
+    };
+    let cli = |args: &[&str]| -> serde_json::Value {
+        let out = k
+            .cmd()
+            .args(["sync", "quarantine"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    // No daemon: the CLI opens the store itself.
+    let list = cli(&["list"]);
+    assert_eq!(list["depth"], 3, "{list}");
+    assert_eq!(list["quarantined"][0]["reason"], "pgrst_22P02", "{list}");
+    // Through the running daemon's control socket.
+    let d = k.spawn(&[]);
+    d.wait_ready();
+    let r = cli(&["retry", &seqs[0].to_string()]);
+    assert_eq!(r["retried"]["done"], 1, "{r}");
+    let r = cli(&["discard", "--all"]);
+    assert_eq!(r["discarded"]["done"], 2, "{r}");
+    assert_eq!(cli(&["list"])["depth"], 0);
+    let (st, lines) = d.terminate();
+    assert!(st.success(), "{}", lines.join("\n"));
+    let conn = k.open_db();
+    let outbox: i64 = conn
+        .query_row("SELECT COUNT(*) FROM outbox", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(outbox, 1, "the retried record is queued again");
+}

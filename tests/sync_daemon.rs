@@ -57,6 +57,7 @@ fn daemon_pulls_the_roster_and_syncs_scans() {
         "sync": {
             "enabled": true,
             "base_url": stack.rest_url(),
+            "lab": true,
             "rest_path": "",
             "poll_interval_ms": 100,
             "roster": {"interval_s": 1}

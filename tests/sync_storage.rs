@@ -69,17 +69,30 @@ fn fake_supabase(jwt: String) -> (String, Arc<Mutex<Seen>>) {
             } else if req.path.starts_with("/rest/v1/attendance?") {
                 if req.method != "POST"
                     || !req.path.contains("on_conflict=id")
-                    || req.header("prefer") != Some("resolution=merge-duplicates,return=minimal")
+                    || !req.path.contains("select=id")
+                    || req.header("prefer")
+                        != Some("resolution=merge-duplicates,return=representation")
                 {
                     seen.problems
                         .push(format!("bad upsert request {} {}", req.method, req.path));
                 }
-                match serde_json::from_slice::<Vec<serde_json::Value>>(&req.body) {
-                    Ok(rows) => seen.rows.extend(rows),
-                    Err(e) => seen.problems.push(format!("upsert body: {e}")),
-                }
+                // Like PostgREST with return=representation and select=id.
+                let ids = match serde_json::from_slice::<Vec<serde_json::Value>>(&req.body) {
+                    Ok(rows) => {
+                        let ids: Vec<serde_json::Value> = rows
+                            .iter()
+                            .map(|r| serde_json::json!({"id": r["id"]}))
+                            .collect();
+                        seen.rows.extend(rows);
+                        ids
+                    }
+                    Err(e) => {
+                        seen.problems.push(format!("upsert body: {e}"));
+                        Vec::new()
+                    }
+                };
                 drop(seen);
-                respond(&mut s, 201, "");
+                respond(&mut s, 201, &serde_json::Value::Array(ids).to_string());
             } else {
                 seen.problems
                     .push(format!("unexpected {} {}", req.method, req.path));

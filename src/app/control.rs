@@ -29,9 +29,44 @@ const MAX_REQUEST_BYTES: u64 = 8 * 1024 * 1024;
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "cmd", rename_all = "snake_case")]
 pub enum ControlRequest {
-    Scan { payload: String },
-    ImportStudents { students: Vec<StudentRow> },
+    Scan {
+        payload: String,
+    },
+    ImportStudents {
+        students: Vec<StudentRow>,
+    },
     Status,
+    /// The sync quarantine: list (at most `limit`), retry or discard
+    /// (`seqs`: these rows; none: up to 1000).
+    QuarantineList {
+        limit: usize,
+    },
+    QuarantineRetry {
+        seqs: Option<Vec<i64>>,
+    },
+    QuarantineDiscard {
+        seqs: Option<Vec<i64>>,
+    },
+}
+
+/// Runs a quarantine request on a store (the daemon's, or the CLI's own
+/// when no daemon runs).
+pub fn quarantine_op(
+    store: &mut crate::store::Store,
+    req: &ControlRequest,
+) -> Result<serde_json::Value, crate::store::StoreError> {
+    Ok(match req {
+        ControlRequest::QuarantineList { limit } => {
+            serde_json::json!({"quarantined": store.quarantined(*limit)?, "depth": store.quarantine_depth()?})
+        }
+        ControlRequest::QuarantineRetry { seqs } => {
+            serde_json::json!({"retried": store.retry_quarantined(seqs.as_deref())?})
+        }
+        ControlRequest::QuarantineDiscard { seqs } => {
+            serde_json::json!({"discarded": store.discard_quarantined(seqs.as_deref())?})
+        }
+        _ => serde_json::json!({"error": "not a quarantine request"}),
+    })
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -136,6 +171,18 @@ async fn handle(
             }
         }
         ControlRequest::Status => serde_json::to_value(health.report()).unwrap_or_default(),
+        req @ (ControlRequest::QuarantineList { .. }
+        | ControlRequest::QuarantineRetry { .. }
+        | ControlRequest::QuarantineDiscard { .. }) => {
+            match store
+                .call(move |s| quarantine_op(s, &req))
+                .await
+                .and_then(|r| r)
+            {
+                Ok(v) => v,
+                Err(e) => serde_json::json!({"error": e.to_string()}),
+            }
+        }
     }
 }
 

@@ -25,11 +25,12 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
-use crate::config::{Loaded, Secrets};
+use crate::config::Loaded;
 use crate::domain::payload::PayloadPolicy;
 use crate::feedback::{FanoutFeedback, Feedback, LogFeedback};
 use crate::input::ScanSource;
 use crate::input::replay::ReplaySource;
+use crate::secrets::Secrets;
 use crate::store::{DataDirLock, Store, StoreError, StoreHandle, schema::SchemaError};
 use health::{Beat, Health, Level};
 use pipeline::Pipeline;
@@ -136,12 +137,26 @@ fn is_unusable_file(e: &StoreError) -> bool {
     }
 }
 
+/// A name for the unusable database that no earlier file has: nanosecond
+/// time plus a counter, checked for the file and its `-wal`/`-shm`
+/// companions, so moving aside never replaces what an earlier start kept.
 fn aside_name(path: &Path) -> PathBuf {
-    PathBuf::from(format!(
-        "{}.unusable-{}",
-        path.display(),
-        Utc::now().format("%Y%m%dT%H%M%SZ")
-    ))
+    let stamp = Utc::now().format("%Y%m%dT%H%M%S%.9fZ");
+    (0u32..)
+        .map(|n| {
+            let suffix = if n == 0 {
+                String::new()
+            } else {
+                format!("-{n}")
+            };
+            PathBuf::from(format!("{}.unusable-{stamp}{suffix}", path.display()))
+        })
+        .find(|p| {
+            ["", "-wal", "-shm"]
+                .iter()
+                .all(|s| !Path::new(&format!("{}{s}", p.display())).exists())
+        })
+        .unwrap_or_else(|| PathBuf::from(format!("{}.unusable-{stamp}-last", path.display())))
 }
 
 /// Free space on the file system holding `dir`, in MiB.
@@ -227,6 +242,30 @@ async fn watch_camera(
     }
 }
 
+/// Mirrors a local database problem of the sync engine into health: the
+/// kiosk still records, so `degraded`, cleared once sync works again.
+async fn watch_sync(
+    metrics: Arc<crate::sync::SyncMetrics>,
+    health: Arc<Health>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            _ = tick.tick() => {}
+        }
+        match metrics.local_error() {
+            Some(e) => health.set(
+                "sync",
+                Level::Degraded,
+                format!("sync is backing off after a local database error: {e}"),
+            ),
+            None => health.clear("sync"),
+        }
+    }
+}
+
 /// Feeds the systemd watchdog only while the device demonstrably works.
 async fn feed_watchdog(health: Arc<Health>, shutdown: CancellationToken) -> anyhow::Result<()> {
     let mut usec = 0u64;
@@ -295,7 +334,9 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("data directory {}: cannot create", data_dir.display()))?;
     let _lock = DataDirLock::acquire(&cfg.lock_path())?;
-    let secrets = Secrets::load(&cfg.secrets_dir())?;
+    // A stray or badly-permissioned file is refused alone (reported in
+    // health below); only an unreadable secrets directory stops the start.
+    let secrets = Secrets::load_lenient(&cfg.secrets_dir())?;
     tracing::info!(
         device_id = %cfg.device_id,
         data_dir = %data_dir.display(),
@@ -311,9 +352,24 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     if let Some(problem) = config_problem {
         health.set("config", Level::Degraded, problem);
     }
+    for refused in secrets.refused() {
+        tracing::error!(error = %refused, "secret file refused; the daemon runs without it");
+        let name = refused
+            .file
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        health.set(
+            &format!("secret {name}"),
+            Level::Degraded,
+            refused.to_string(),
+        );
+    }
     let store = open_store(&loaded, &health)?;
     let (store, store_closed) = StoreHandle::spawn(store, 256)?;
     health.beat(Beat::Store);
+    // Committed scans, for the followers (photos, sync; later SMS, alerts).
+    let events = Arc::new(crate::store::event::RecordEvents::default());
     if !clock.is_synchronized() {
         tracing::warn!("system clock is not synchronised; records will be flagged until it is");
     }
@@ -342,19 +398,19 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         let today_clock = clock.clone();
         let today: Arc<dyn Fn() -> chrono::NaiveDate + Send + Sync> =
             Arc::new(move || today_clock.now().with_timezone(&tz).date_naive());
-        let mut attach = crate::evidence::attach::store_attacher(
-            store.clone(),
-            tokio::runtime::Handle::current(),
-            5,
-            Duration::from_secs(1),
-        );
         // The record holds the rules' time of the scan, which is the source's
         // time seen through the clock (identity except for the simulated one).
         let attach_clock = clock.clone();
-        let attach: crate::evidence::AttachFn = Box::new(move |mut photo| {
-            photo.seen_at = attach_clock.map(photo.seen_at);
-            attach(photo)
-        });
+        let attach: Box<dyn crate::evidence::PhotoLinker> = Box::new(
+            crate::evidence::attach::RecordLinker::new(
+                store.clone(),
+                tokio::runtime::Handle::current(),
+                &events,
+                Box::new(move |t| attach_clock.map(t)),
+                Duration::from_secs(5),
+            )
+            .with_health(health.clone()),
+        );
         crate::input::camera::wiring::build(cfg.inputs(), &data_dir, Some(attach), Some(today))?
     };
     let crate::input::camera::wiring::KioskInputs {
@@ -388,6 +444,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         clock: clock.clone(),
         feedback,
         health: health.clone(),
+        events: events.clone(),
     };
     core_tasks.spawn("pipeline", pipeline.run(scan_rx, reply_rx, core.clone()));
     core_tasks.spawn(
@@ -417,13 +474,20 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
                     store: store.clone(),
                     credentials,
                     metrics: sync_metrics.clone(),
+                    events: Some(events.clone()),
                 })
             }) {
             Ok(engine) => {
+                // The engine survives its own errors; it ends with one only
+                // when the database thread is gone, which stops the daemon.
                 let stop = core.clone();
                 core_tasks.spawn("sync", async move {
                     engine.run(stop).await.map_err(anyhow::Error::from)
                 });
+                core_tasks.spawn(
+                    "sync-health",
+                    watch_sync(sync_metrics.clone(), health.clone(), core.clone()),
+                );
             }
             Err(e) => {
                 tracing::error!(error = %e, "cloud sync not started; records stay queued locally");
@@ -528,5 +592,24 @@ fn ended_error(e: Ended) -> anyhow::Error {
         Ended::Finished(name) => anyhow::anyhow!("task {name} stopped unexpectedly"),
         Ended::Failed(name, err) => err.context(format!("task {name} failed")),
         Ended::Panicked(msg) => anyhow::anyhow!("a task panicked: {msg}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn moved_aside_names_never_replace_an_earlier_file() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let db = dir.path().join("attendance.sqlite3");
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..3 {
+            let a = aside_name(&db);
+            assert!(!a.exists());
+            std::fs::write(&a, b"kept").expect("write");
+            assert!(seen.insert(a));
+        }
+        assert_eq!(seen.len(), 3);
     }
 }

@@ -3,10 +3,12 @@
 //!
 //! Nothing here runs on the acknowledgement path: the camera hands a
 //! [`PhotoJob`] to a [`PhotoWorker`] thread through a small bounded queue
-//! (a full queue drops the photo, never the scan), the worker checks free
-//! space, encodes and writes atomically (temporary file, fsync, rename, fsync
-//! of the folder), then hands a [`SavedPhoto`] to the attach callback that
-//! links it to the record in its own transaction.
+//! (a full queue drops the photo, never the scan). The worker first asks its
+//! [`PhotoLinker`] whether the scan was recorded (the pipeline's `Recorded`
+//! event, see [`attach`]); only then does it check free space, encode and
+//! write atomically (temporary file, fsync, rename, fsync of the folder) and
+//! link the photo to the record by its id, in its own transaction. Nothing
+//! is encoded for a duplicate or rejected scan.
 
 pub mod attach;
 
@@ -427,9 +429,41 @@ impl PhotoStore {
     }
 }
 
-/// Called with each durable photo; the daemon links it to its record in a
-/// separate transaction (a failure there loses the link, never the record).
+/// Called with each durable photo when photos are not linked to records
+/// (tests, tools).
 pub type AttachFn = Box<dyn FnMut(SavedPhoto) + Send>;
+
+/// Whom a photo is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PhotoFor {
+    /// The record the scan created or completed.
+    Record(uuid::Uuid),
+    /// Saved without a record (no store hook).
+    Unlinked,
+}
+
+/// Decides whether a photo is wanted and links it once saved. The daemon's
+/// linker ([`attach::RecordLinker`]) follows the pipeline's events; a
+/// failure there loses the link, never the record.
+pub trait PhotoLinker: Send {
+    /// Before anything is encoded: `None` when the scan was not recorded
+    /// (duplicate, rejected, failed) or the record keeps an earlier photo.
+    fn wanted(&mut self, job: &PhotoJob) -> Option<PhotoFor>;
+    /// The photo is durable: link it.
+    fn saved(&mut self, target: PhotoFor, photo: SavedPhoto);
+}
+
+/// Every photo saved, none linked: hands each to a callback.
+struct Unlinked(AttachFn);
+
+impl PhotoLinker for Unlinked {
+    fn wanted(&mut self, _job: &PhotoJob) -> Option<PhotoFor> {
+        Some(PhotoFor::Unlinked)
+    }
+    fn saved(&mut self, _target: PhotoFor, photo: SavedPhoto) {
+        (self.0)(photo)
+    }
+}
 
 /// The photo thread: receives jobs over a bounded queue and saves them.
 pub struct PhotoWorker {
@@ -438,8 +472,19 @@ pub struct PhotoWorker {
 }
 
 impl PhotoWorker {
-    /// Starts the thread; `queue` jobs may wait (further ones are dropped).
-    pub fn start(store: PhotoStore, queue: usize, mut attach: AttachFn) -> std::io::Result<Self> {
+    /// Starts the thread saving every photo and handing it to `attach`;
+    /// `queue` jobs may wait (further ones are dropped).
+    pub fn start(store: PhotoStore, queue: usize, attach: AttachFn) -> std::io::Result<Self> {
+        Self::start_linked(store, queue, Box::new(Unlinked(attach)))
+    }
+
+    /// Starts the thread; `linker` decides which photos are saved and
+    /// links them.
+    pub fn start_linked(
+        store: PhotoStore,
+        queue: usize,
+        mut linker: Box<dyn PhotoLinker>,
+    ) -> std::io::Result<Self> {
         let (tx, rx) = std::sync::mpsc::sync_channel::<PhotoJob>(queue.max(1));
         let handle = std::thread::Builder::new()
             .name("photo".into())
@@ -449,12 +494,16 @@ impl PhotoWorker {
                     tracing::info!(target: "evidence", swept, "removed temporary photo files left by a crash");
                 }
                 while let Ok(job) = rx.recv() {
+                    let Some(target) = linker.wanted(&job) else {
+                        tracing::debug!(target: "evidence", "photo not taken: the scan was not recorded");
+                        continue;
+                    };
                     let t = std::time::Instant::now();
                     match store.save(&job) {
                         Ok(saved) => {
                             tracing::info!(target: "evidence", path = %saved.path.display(),
                                 bytes = saved.bytes, ms = t.elapsed().as_millis() as u64, "photo_saved");
-                            attach(saved);
+                            linker.saved(target, saved);
                         }
                         Err(e) => tracing::warn!(target: "evidence", reason = %e, "photo_skipped"),
                     }

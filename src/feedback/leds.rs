@@ -306,7 +306,7 @@ impl LedFeedback {
 impl Feedback for LedFeedback {
     fn acknowledge(&self, ack: &Ack) {
         let p = pattern_for(ack, &self.cfg);
-        tracing::debug!(target: "feedback", ?ack, steps = p.len(), "led pattern");
+        tracing::debug!(target: "feedback", ack = %ack.log_code(), steps = p.len(), "led pattern");
         match self.tx.try_send(p) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {

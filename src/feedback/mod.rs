@@ -22,6 +22,20 @@ pub enum Ack {
     Rejected(RejectReason),
 }
 
+impl Ack {
+    /// What logs may say: codes only (a rejection's text may quote what a
+    /// card carried).
+    pub fn log_code(&self) -> String {
+        match self {
+            Ack::Recorded { kind, status } => {
+                format!("recorded:{}:{}", kind.as_str(), status.as_str())
+            }
+            Ack::Duplicate => "duplicate".to_string(),
+            Ack::Rejected(reason) => format!("rejected:{}", reason.code()),
+        }
+    }
+}
+
 pub trait Feedback: Send + Sync {
     fn acknowledge(&self, ack: &Ack);
 }
@@ -32,7 +46,7 @@ pub struct LogFeedback;
 
 impl Feedback for LogFeedback {
     fn acknowledge(&self, ack: &Ack) {
-        tracing::debug!(target: "feedback", ?ack, "acknowledge");
+        tracing::debug!(target: "feedback", ack = %ack.log_code(), "acknowledge");
     }
 }
 

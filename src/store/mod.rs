@@ -22,6 +22,10 @@
 //! `foreign_keys=ON`; `busy_timeout` from config; `journal_size_limit` so a
 //! checkpointed WAL does not keep its peak size on a small partition.
 
+pub mod event;
+pub mod outbox;
+pub mod photos;
+pub mod roster;
 pub mod schema;
 
 use std::fs::{self, File, OpenOptions};
@@ -161,8 +165,12 @@ impl StudentRow {
     }
 }
 
-/// An attendance record as stored and as sent to the cloud.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// An attendance record as stored, as queued in the outbox and as sent to
+/// the cloud: the one definition of the record's wire shape. In the outbox
+/// `photo_path` is the local file; on the wire it is the object's path in
+/// Storage (the sync engine swaps it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct AttendanceRecord {
     pub id: Uuid,
     pub student_number: String,
@@ -177,6 +185,18 @@ pub struct AttendanceRecord {
     pub source: String,
     pub created_at: String,
     pub updated_at: String,
+}
+
+/// The columns of [`AttendanceRecord`] in wire order (PostgREST's
+/// `columns=` parameter); a test checks it against the serialised struct.
+pub const WIRE_COLUMNS: &str = "id,student_number,school_date,session,time_in,time_out,status,device_id,photo_path,clock_synced,source,created_at,updated_at";
+
+impl AttendanceRecord {
+    /// The outbox payload: the record serialised.
+    pub fn to_payload(&self) -> Result<String, StoreError> {
+        serde_json::to_string(self)
+            .map_err(|e| StoreError::Sqlite(rusqlite::Error::ToSqlConversionFailure(Box::new(e))))
+    }
 }
 
 /// What one scan did.
@@ -209,7 +229,7 @@ pub struct ScanRequest {
     pub clock_synced: bool,
 }
 
-#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, Serialize, serde::Deserialize, PartialEq, Eq)]
 pub struct ImportSummary {
     pub inserted: usize,
     pub updated: usize,
@@ -286,14 +306,6 @@ impl Store {
 
     pub fn path(&self) -> &Path {
         &self.path
-    }
-
-    pub fn connection(&self) -> &Connection {
-        &self.conn
-    }
-
-    pub fn connection_mut(&mut self) -> &mut Connection {
-        &mut self.conn
     }
 
     /// Decides and records one scan in one durable transaction.
@@ -421,15 +433,6 @@ impl Store {
         Ok(summary)
     }
 
-    /// Records the evidence photo of a record, in its own transaction.
-    pub fn attach_photo(&mut self, record_id: Uuid, photo_path: &str) -> Result<bool, StoreError> {
-        let n = self.conn.execute(
-            "UPDATE attendance SET photo_path = ?2, updated_at = ?3 WHERE id = ?1",
-            params![record_id.to_string(), photo_path, timestamp(Utc::now())],
-        )?;
-        Ok(n == 1)
-    }
-
     /// A cheap round trip proving the connection works.
     pub fn ping(&self) -> Result<(), StoreError> {
         self.conn.query_row("SELECT 1", [], |_| Ok(()))?;
@@ -549,13 +552,7 @@ fn write_record(
             id
         }
     };
-    let record = read_record(tx, id)?;
-    let payload = serde_json::to_string(&record)
-        .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
-    tx.execute(
-        "INSERT INTO outbox (topic, record_id, payload, created_at) VALUES ('attendance', ?1, ?2, ?3)",
-        params![id.to_string(), payload, now],
-    )?;
+    outbox::enqueue_current(tx, id, &now)?;
     Ok(id)
 }
 
@@ -587,7 +584,7 @@ fn map_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<AttendanceRecord> {
     })
 }
 
-fn read_record(conn: &Connection, id: Uuid) -> rusqlite::Result<AttendanceRecord> {
+pub(crate) fn read_record(conn: &Connection, id: Uuid) -> rusqlite::Result<AttendanceRecord> {
     conn.query_row(
         &format!("SELECT {RECORD_COLUMNS} FROM attendance WHERE id = ?1"),
         [id.to_string()],

@@ -89,6 +89,21 @@ pub const MIGRATIONS: &[&str] = &[
     ALTER TABLE attendance ADD COLUMN photo_remote_path TEXT;
     ALTER TABLE attendance ADD COLUMN photo_uploaded_at TEXT;
     "#,
+    // 3 (store): an index for every query a background job runs, so none
+    // scans the whole table on the database thread a scan waits for.
+    r#"
+    -- photos waiting for upload, oldest first
+    CREATE INDEX attendance_photo_pending ON attendance (created_at)
+        WHERE photo_path IS NOT NULL AND photo_remote_path IS NULL;
+    -- uploaded photos whose local copy retention may delete
+    CREATE INDEX attendance_photo_uploaded ON attendance (school_date)
+        WHERE photo_path IS NOT NULL AND photo_remote_path IS NOT NULL AND photo_remote_path != '';
+    -- a lagging photo follower finds its record by the scan's instant
+    CREATE INDEX attendance_by_time_in ON attendance (time_in) WHERE time_in IS NOT NULL;
+    CREATE INDEX attendance_by_time_out ON attendance (time_out) WHERE time_out IS NOT NULL;
+    -- phone-number expiry
+    CREATE INDEX students_with_phone ON students (student_number) WHERE guardian_phone IS NOT NULL;
+    "#,
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -151,6 +166,36 @@ mod tests {
             .query_row("SELECT count(*) FROM sqlite_schema WHERE type='table' AND name IN ('students','attendance','outbox')", [], |r| r.get(0))
             .unwrap();
         assert_eq!(n, 3);
+    }
+
+    /// Every query a background job runs uses an index (no full scan of
+    /// `attendance`, `outbox` or `students`).
+    #[test]
+    fn background_queries_use_indexes() {
+        let mut c = Connection::open_in_memory().unwrap();
+        migrate(&mut c).unwrap();
+        let queries = [
+            "SELECT id, school_date, photo_path FROM attendance WHERE photo_path IS NOT NULL AND photo_remote_path IS NULL ORDER BY created_at LIMIT 4",
+            "SELECT id, photo_path FROM attendance WHERE photo_path IS NOT NULL AND photo_remote_path IS NOT NULL AND photo_remote_path != '' AND school_date <= '2026-01-01' LIMIT 64",
+            "SELECT id FROM attendance WHERE time_in = 'x' UNION ALL SELECT id FROM attendance WHERE time_out = 'x' LIMIT 1",
+            "SELECT o.seq, o.record_id, o.payload, a.photo_remote_path FROM outbox o LEFT JOIN attendance a ON a.id = o.record_id WHERE o.topic = 'attendance' AND o.seq > 0 ORDER BY o.seq LIMIT 200",
+            "SELECT student_number FROM students WHERE guardian_phone IS NOT NULL LIMIT 500",
+            "SELECT a.id FROM attendance a WHERE a.school_date < '2026-01-01' AND a.synced_at IS NOT NULL AND a.photo_path IS NULL AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.record_id = a.id) LIMIT 500",
+        ];
+        for q in queries {
+            let mut st = c.prepare(&format!("EXPLAIN QUERY PLAN {q}")).unwrap();
+            let plan: Vec<String> = st
+                .query_map([], |r| r.get::<_, String>(3))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+            for step in &plan {
+                assert!(
+                    !step.starts_with("SCAN ") || step.contains("INDEX"),
+                    "{q}: full scan in {plan:?}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -6,28 +6,15 @@
 
 use std::time::Duration;
 
+use reqwest::Client;
 use reqwest::header::{HeaderMap, HeaderValue};
-use reqwest::{Client, StatusCode};
 
+use super::cloud::{CloudApi, Reply, Transport};
 use super::config::{ServiceTimeouts, SyncConfig};
-use super::queue::{CloudStudent, RosterCursor, WIRE_COLUMNS, WireRow};
+use crate::store::WIRE_COLUMNS;
 
-/// Server error bodies kept in reasons and logs are cut to this.
-const MAX_REASON: usize = 500;
 /// Largest response body read (roster pages; errors).
 const MAX_BODY: usize = 16 * 1024 * 1024;
-
-/// Why a request failed, as the engine needs to act on it.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum CallError {
-    /// Network, timeout, 5xx, 429, 401/403, 404...: try again later.
-    #[error("{0}")]
-    Transient(String),
-    /// The server refused the content as invalid (400, 409, 413, 422):
-    /// retrying the same rows will fail the same way.
-    #[error("HTTP {status}: {message}")]
-    Rejected { status: u16, message: String },
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -55,7 +42,7 @@ impl std::fmt::Debug for Credentials {
 impl Credentials {
     /// Reads both keys from the secrets directory.
     pub fn from_secrets(
-        secrets: &crate::config::Secrets,
+        secrets: &crate::secrets::Secrets,
         cfg: &SyncConfig,
     ) -> Result<Self, ClientError> {
         let get = |name: &str| {
@@ -73,18 +60,6 @@ impl Credentials {
             device_jwt: get(&cfg.device_jwt_secret)?,
         })
     }
-}
-
-fn truncate(s: &str) -> String {
-    let s = s.trim();
-    if s.len() <= MAX_REASON {
-        return s.to_string();
-    }
-    let mut end = MAX_REASON;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &s[..end])
 }
 
 fn build(t: &ServiceTimeouts, creds: &Credentials) -> Result<Client, ClientError> {
@@ -113,7 +88,7 @@ fn build(t: &ServiceTimeouts, creds: &Credentials) -> Result<Client, ClientError
         .map_err(ClientError::Build)
 }
 
-/// The cloud as the engine sees it.
+/// The real cloud: PostgREST and Supabase Storage over HTTPS.
 #[derive(Debug, Clone)]
 pub struct Cloud {
     rest: Client,
@@ -122,74 +97,54 @@ pub struct Cloud {
     storage_base: String,
 }
 
-fn classify_reqwest(e: reqwest::Error) -> CallError {
-    let kind = if e.is_timeout() {
+/// Only the kind of failure: reqwest's text may carry the URL and more.
+fn transport(e: &reqwest::Error) -> Transport {
+    Transport(if e.is_timeout() {
         "timed out"
     } else if e.is_connect() {
         "cannot connect"
+    } else if e.is_body() || e.is_decode() {
+        "response cut short"
     } else {
         "request failed"
-    };
-    // reqwest's Display does not include secrets (headers are not printed).
-    CallError::Transient(truncate(&format!("{kind}: {e}")))
+    })
 }
 
-async fn read_limited(resp: reqwest::Response) -> Result<Vec<u8>, CallError> {
+async fn read_reply(resp: reqwest::Response) -> Result<Reply, Transport> {
+    let status = resp.status().as_u16();
+    let content_type = resp
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
     let mut resp = resp;
     let mut body = Vec::new();
-    while let Some(chunk) = resp.chunk().await.map_err(classify_reqwest)? {
+    while let Some(chunk) = resp.chunk().await.map_err(|e| transport(&e))? {
         if body.len() + chunk.len() > MAX_BODY {
-            return Err(CallError::Transient(format!(
-                "response larger than {MAX_BODY} bytes"
-            )));
+            return Err(Transport("response too large"));
         }
         body.extend_from_slice(&chunk);
     }
-    Ok(body)
-}
-
-async fn check(resp: reqwest::Response) -> Result<Vec<u8>, CallError> {
-    let status = resp.status();
-    let body = read_limited(resp).await?;
-    if status.is_success() {
-        return Ok(body);
-    }
-    let text = truncate(&String::from_utf8_lossy(&body));
-    // PostgREST names the PostgreSQL error: classes 22 (data exception) and
-    // 23 (integrity constraint) are about the rows; anything else with a
-    // code (PGRSTxxx, 42xxx: missing column, no privilege...) is about the
-    // server or our setup, and must not get good rows quarantined.
-    let code = serde_json::from_slice::<serde_json::Value>(&body)
-        .ok()
-        .and_then(|v| v.get("code").and_then(|c| c.as_str()).map(str::to_string));
-    let row_level = match &code {
-        Some(c) => c.starts_with("22") || c.starts_with("23"),
-        None => true,
-    };
-    Err(match status {
-        StatusCode::PAYLOAD_TOO_LARGE => CallError::Rejected {
-            status: status.as_u16(),
-            message: text,
-        },
-        StatusCode::BAD_REQUEST | StatusCode::CONFLICT | StatusCode::UNPROCESSABLE_ENTITY
-            if row_level =>
-        {
-            CallError::Rejected {
-                status: status.as_u16(),
-                message: text,
-            }
-        }
-        _ => CallError::Transient(format!("HTTP {}: {text}", status.as_u16())),
+    Ok(Reply {
+        status,
+        content_type,
+        body,
     })
 }
 
 impl Cloud {
     pub fn new(cfg: &SyncConfig, creds: &Credentials) -> Result<Self, ClientError> {
         let base = cfg.base_url.trim_end_matches('/');
-        reqwest::Url::parse(base).map_err(|e| ClientError::Url {
+        let url = reqwest::Url::parse(base).map_err(|e| ClientError::Url {
             url: cfg.base_url.clone(),
             message: e.to_string(),
         })?;
+        if url.scheme() != "https" && !cfg.lab {
+            return Err(ClientError::Url {
+                url: cfg.base_url.clone(),
+                message: "plain http is refused outside a lab (sync.lab = true)".into(),
+            });
+        }
         Ok(Cloud {
             rest: build(&cfg.rest, creds)?,
             storage: build(&cfg.storage, creds)?,
@@ -197,76 +152,53 @@ impl Cloud {
             storage_base: format!("{base}{}", cfg.storage_path),
         })
     }
+}
 
+impl CloudApi for Cloud {
     /// Bulk upsert keyed by `id`: a retry of rows already stored updates
-    /// them in place, so it can never duplicate.
-    pub async fn upsert_attendance(&self, rows: &[&WireRow]) -> Result<(), CallError> {
-        let body = serde_json::to_vec(rows)
-            .map_err(|e| CallError::Transient(format!("cannot encode rows: {e}")))?;
+    /// them in place, so it can never duplicate. The answer lists the ids
+    /// the cloud holds.
+    async fn upsert_attendance(&self, body: Vec<u8>) -> Result<Reply, Transport> {
         let resp = self
             .rest
             .post(format!("{}/attendance", self.rest_base))
-            .query(&[("on_conflict", "id"), ("columns", WIRE_COLUMNS)])
-            .header("Prefer", "resolution=merge-duplicates,return=minimal")
+            .query(&[
+                ("on_conflict", "id"),
+                ("columns", WIRE_COLUMNS),
+                ("select", "id"),
+            ])
+            .header(
+                "Prefer",
+                "resolution=merge-duplicates,return=representation",
+            )
             .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .header(reqwest::header::ACCEPT, "application/json")
             .body(body)
             .send()
             .await
-            .map_err(classify_reqwest)?;
-        check(resp).await.map(|_| ())
+            .map_err(|e| transport(&e))?;
+        read_reply(resp).await
     }
 
-    /// One page of students changed after `after`, oldest first.
-    pub async fn roster_page(
-        &self,
-        after: Option<&RosterCursor>,
-        limit: usize,
-    ) -> Result<Vec<CloudStudent>, CallError> {
-        let mut q: Vec<(&str, String)> = vec![
-            (
-                "select",
-                "student_number,full_name,grade,section,guardian_phone,active,updated_at".into(),
-            ),
-            ("order", "updated_at.asc,student_number.asc".into()),
-            ("limit", limit.to_string()),
-        ];
-        if let Some(c) = after {
-            // Keyset pagination: (updated_at, student_number) > cursor.
-            q.push((
-                "or",
-                format!(
-                    "(updated_at.gt.\"{u}\",and(updated_at.eq.\"{u}\",student_number.gt.\"{s}\"))",
-                    u = c.updated_at,
-                    s = c.student_number
-                ),
-            ));
-        }
+    async fn get_students(&self, query: Vec<(&'static str, String)>) -> Result<Reply, Transport> {
         let resp = self
             .rest
             .get(format!("{}/students", self.rest_base))
-            .query(&q)
+            .query(&query)
+            .header(reqwest::header::ACCEPT, "application/json")
             .send()
             .await
-            .map_err(classify_reqwest)?;
-        let body = check(resp).await.map_err(|e| match e {
-            // A refused roster query is not a row problem: retry later.
-            CallError::Rejected { status, message } => {
-                CallError::Transient(format!("HTTP {status}: {message}"))
-            }
-            e => e,
-        })?;
-        serde_json::from_slice(&body)
-            .map_err(|e| CallError::Transient(format!("roster page is not valid JSON: {e}")))
+            .map_err(|e| transport(&e))?;
+        read_reply(resp).await
     }
 
-    /// Uploads (or overwrites) one object in Storage.
-    pub async fn upload_object(
+    async fn upload_object(
         &self,
         bucket: &str,
         path: &str,
-        content_type: &str,
+        content_type: &'static str,
         body: Vec<u8>,
-    ) -> Result<(), CallError> {
+    ) -> Result<Reply, Transport> {
         let resp = self
             .storage
             .post(format!("{}/object/{bucket}/{path}", self.storage_base))
@@ -276,7 +208,7 @@ impl Cloud {
             .body(body)
             .send()
             .await
-            .map_err(classify_reqwest)?;
-        check(resp).await.map(|_| ())
+            .map_err(|e| transport(&e))?;
+        read_reply(resp).await
     }
 }

@@ -9,6 +9,9 @@ pub struct SyncConfig {
     pub enabled: bool,
     /// The Supabase project URL, e.g. `https://abcd.supabase.co`.
     pub base_url: String,
+    /// A lab setup (a local PostgREST): only then is a plain `http://`
+    /// `base_url` accepted.
+    pub lab: bool,
     /// Path of PostgREST under `base_url` (Supabase: `/rest/v1`).
     pub rest_path: String,
     /// Path of Storage under `base_url` (Supabase: `/storage/v1`).
@@ -26,6 +29,26 @@ pub struct SyncConfig {
     pub backoff: BackoffConfig,
     pub roster: RosterConfig,
     pub photos: PhotoConfig,
+    pub retention: RetentionConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// Synced records whose school date is older than this many days are
+    /// deleted locally (the cloud holds them; 0 = keep forever).
+    pub keep_synced_days: u32,
+    /// Time between pruning passes.
+    pub interval_s: u64,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig {
+            keep_synced_days: 400,
+            interval_s: 3600,
+        }
+    }
 }
 
 impl Default for SyncConfig {
@@ -33,6 +56,7 @@ impl Default for SyncConfig {
         SyncConfig {
             enabled: false,
             base_url: String::new(),
+            lab: false,
             rest_path: "/rest/v1".into(),
             storage_path: "/storage/v1".into(),
             api_key_secret: "supabase-api-key".into(),
@@ -53,6 +77,7 @@ impl Default for SyncConfig {
             backoff: BackoffConfig::default(),
             roster: RosterConfig::default(),
             photos: PhotoConfig::default(),
+            retention: RetentionConfig::default(),
         }
     }
 }
@@ -220,7 +245,15 @@ impl SyncConfig {
         let bad = |k: &str, m: &str| Err((format!("sync.{k}"), m.to_string()));
         if self.enabled || !self.base_url.is_empty() {
             match reqwest::Url::parse(&self.base_url) {
-                Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
+                Ok(u) if u.scheme() == "https" && u.host().is_some() => {}
+                Ok(u) if u.scheme() == "http" && u.host().is_some() => {
+                    if !self.lab {
+                        return bad(
+                            "base_url",
+                            "plain http:// is refused (keys and records would travel in clear); use https://, or set sync.lab = true for a lab server",
+                        );
+                    }
+                }
                 _ => {
                     return bad(
                         "base_url",
@@ -286,6 +319,12 @@ impl SyncConfig {
         if self.photos.retention_days > 3650 {
             return bad("photos.retention_days", "must be at most 3650");
         }
+        if self.retention.keep_synced_days > 36_500 {
+            return bad("retention.keep_synced_days", "must be at most 36500");
+        }
+        if !(1..=86_400 * 7).contains(&self.retention.interval_s) {
+            return bad("retention.interval_s", "must be between 1 and 604800");
+        }
         Ok(())
     }
 }
@@ -319,6 +358,20 @@ mod tests {
         c.backoff.max_ms = 10_000;
         c.api_key_secret = "../etc/passwd".into();
         assert_eq!(c.validate().unwrap_err().0, "sync.api_key_secret");
+    }
+
+    #[test]
+    fn plain_http_needs_the_lab_key() {
+        let mut c = SyncConfig {
+            enabled: true,
+            base_url: "http://127.0.0.1:3000".into(),
+            ..SyncConfig::default()
+        };
+        let (key, msg) = c.validate().unwrap_err();
+        assert_eq!(key, "sync.base_url");
+        assert!(msg.contains("sync.lab"), "{msg}");
+        c.lab = true;
+        c.validate().unwrap();
     }
 
     #[test]

@@ -77,7 +77,16 @@ def test_mark_good_waits_for_health():
     assert wait + 30 <= int(s["TimeoutStartSec"]), "the unit would be killed before the script decides"
     assert s["ReadWritePaths"] == "-/data/ota"
     u = unit("attendance-mark-good.service")["Unit"]
-    assert "attendance.service" in u["Requires"] and "attendance.service" in u["After"]
+    # Wants, not Requires: a crashing daemon's failed start must not skip the
+    # verdict (that is what rolls a crashing new release back).
+    assert "attendance.service" in u["Wants"] and "attendance.service" in u["After"]
+    assert "Requires" not in u
+
+
+def test_the_daemon_unit_never_reboots_the_kiosk():
+    u = unit("attendance.service")["Unit"]
+    assert "StartLimitAction" not in u, "a healthy slot must not reboot-loop"
+    assert u["StartLimitIntervalSec"] == "0", "restarted for ever, never left stopped"
 
 
 @pytest.mark.parametrize("name", UNITS)

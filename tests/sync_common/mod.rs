@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use attendance::domain::schedule::{Schedule, ScheduleConfig};
-use attendance::store::{AttendanceRecord, Store, StoreHandle, timestamp};
+use attendance::store::{AttendanceRecord, Store, StoreHandle};
 use attendance::sync::{Credentials, SyncConfig, SyncEngine, SyncMetrics, SyncSetup};
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
@@ -367,50 +367,10 @@ pub fn record(i: usize, device: &str, date: &str) -> AttendanceRecord {
     }
 }
 
-/// Writes records and their outbox rows exactly as the store's scan path
-/// does (record + outbox row in one transaction; here one transaction for
-/// the whole backlog, for speed).
+/// Writes records and their outbox rows as the store's scan path does
+/// (through the store's own operation).
 pub fn insert_records(store: &mut Store, recs: &[AttendanceRecord]) {
-    let conn = store.connection_mut();
-    let tx = conn.transaction().unwrap();
-    {
-        let mut ins = tx
-            .prepare(
-                "INSERT INTO attendance (id, student_number, school_date, session, time_in, time_out,
-                   status, device_id, photo_path, clock_synced, source, created_at, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
-                 ON CONFLICT (id) DO UPDATE SET time_out = excluded.time_out, updated_at = excluded.updated_at",
-            )
-            .unwrap();
-        let mut ob = tx
-            .prepare("INSERT INTO outbox (topic, record_id, payload, created_at) VALUES ('attendance', ?1, ?2, ?3)")
-            .unwrap();
-        for r in recs {
-            ins.execute(rusqlite::params![
-                r.id.to_string(),
-                r.student_number,
-                r.school_date.to_string(),
-                r.session,
-                r.time_in,
-                r.time_out,
-                r.status,
-                r.device_id,
-                r.photo_path,
-                r.clock_synced,
-                r.source,
-                r.created_at,
-                r.updated_at
-            ])
-            .unwrap();
-            ob.execute(rusqlite::params![
-                r.id.to_string(),
-                serde_json::to_string(r).unwrap(),
-                timestamp(chrono::Utc::now())
-            ])
-            .unwrap();
-        }
-    }
-    tx.commit().unwrap();
+    store.insert_records(recs).unwrap();
 }
 
 pub fn sync_config(base_url: &str, rest_path: &str) -> SyncConfig {
@@ -418,6 +378,8 @@ pub fn sync_config(base_url: &str, rest_path: &str) -> SyncConfig {
         enabled: true,
         base_url: base_url.into(),
         rest_path: rest_path.into(),
+        // The test servers speak plain http on 127.0.0.1.
+        lab: true,
         batch_size: 100,
         poll_interval_ms: 50,
         ..SyncConfig::default()
@@ -465,6 +427,7 @@ pub fn start_engine(cfg: SyncConfig, local: &Local, device_jwt: String) -> Runni
             device_jwt,
         },
         metrics: metrics.clone(),
+        events: None,
     })
     .unwrap();
     let task = tokio::spawn(engine.run(shutdown.clone()));
@@ -489,8 +452,16 @@ pub async fn local_query<T: Send + 'static>(
     sql: &'static str,
     f: fn(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
 ) -> Vec<T> {
-    h.call(move |s| {
-        let mut st = s.connection().prepare(sql).unwrap();
+    // Tests read through their own read-only connection (WAL lets it run
+    // beside the store's writer); only the store writes.
+    let path = h.call(|s| s.path().to_path_buf()).await.unwrap();
+    tokio::task::spawn_blocking(move || {
+        let c = rusqlite::Connection::open_with_flags(
+            &path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )
+        .unwrap();
+        let mut st = c.prepare(sql).unwrap();
         st.query_map([], f)
             .unwrap()
             .collect::<Result<Vec<_>, _>>()

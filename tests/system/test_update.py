@@ -209,8 +209,8 @@ def test_update_installs_to_other_slot_and_is_marked_good_after_health(kiosk, bu
 
 
 def test_crashing_update_rolls_back_and_stays_back(kiosk, bundles, figures):
-    # the bad slot reboots itself (crash loop -> StartLimitAction=reboot)
-    # until GRUB gives up on it
+    # the bad slot's daemon crash-loops, mark-good finds it never healthy and
+    # reboots (attendance.service itself never reboots) until GRUB gives up
     secs = install_to_a_and_wait_for_fallback(kiosk, bundles, "unhealthy")
     figures("rollback_s", secs, "s",
             "reboot into an update whose daemon never gets healthy, to healthy again on the old slot")

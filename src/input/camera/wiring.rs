@@ -9,7 +9,7 @@ use std::time::Duration;
 use chrono::NaiveDate;
 
 use super::{CameraConfig, CameraHealth, CameraSource};
-use crate::evidence::{AttachFn, EvidenceConfig, PhotoStore, PhotoWorker};
+use crate::evidence::{EvidenceConfig, PhotoLinker, PhotoStore, PhotoWorker};
 use crate::feedback::Feedback;
 use crate::feedback::leds::{LedFeedback, LedsConfig};
 use crate::input::ScanSource;
@@ -79,7 +79,7 @@ pub struct KioskInputs {
 pub fn build(
     s: InputsSettings<'_>,
     data_dir: &Path,
-    attach: Option<AttachFn>,
+    attach: Option<Box<dyn PhotoLinker>>,
     today: Option<Arc<dyn Fn() -> NaiveDate + Send + Sync>>,
 ) -> Result<KioskInputs, InputsError> {
     s.validate()?;
@@ -96,16 +96,20 @@ pub fn build(
         }
         if s.evidence.enabled {
             let store = PhotoStore::new(data_dir, s.evidence.clone());
-            let attach = attach.unwrap_or_else(|| {
-                Box::new(|p| {
-                    tracing::debug!(target: "evidence", path = %p.path.display(), "photo not linked (no store hook)")
-                })
-            });
-            let worker =
-                PhotoWorker::start(store, 2, attach).map_err(|source| InputsError::Thread {
-                    what: "photo",
-                    source,
-                })?;
+            let started = match attach {
+                Some(linker) => PhotoWorker::start_linked(store, 2, linker),
+                None => PhotoWorker::start(
+                    store,
+                    2,
+                    Box::new(
+                        |p| tracing::debug!(target: "evidence", path = %p.path.display(), "photo not linked (no store hook)"),
+                    ),
+                ),
+            };
+            let worker = started.map_err(|source| InputsError::Thread {
+                what: "photo",
+                source,
+            })?;
             cam = cam.with_photos(worker.sender(), Duration::from_millis(s.evidence.window_ms));
             out.photo_worker = Some(worker);
         }
