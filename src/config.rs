@@ -124,6 +124,10 @@ pub struct ScanConfig {
     pub cooldown_seconds: u32,
     /// Accept plain and JSON cards; when false only signed cards are valid.
     pub accept_unsigned: bool,
+    /// Accept HMAC-signed `ATT1` cards. A school whose cards are all
+    /// Ed25519-signed (`ATT2`) sets this false, so HMAC keys left on a
+    /// kiosk (or stolen from one) mint nothing it accepts.
+    pub accept_hmac: bool,
     /// Scans waiting for the pipeline; sources drop or wait when full.
     pub queue_capacity: usize,
 }
@@ -133,6 +137,7 @@ impl Default for ScanConfig {
         ScanConfig {
             cooldown_seconds: 300,
             accept_unsigned: true,
+            accept_hmac: true,
             queue_capacity: 64,
         }
     }
@@ -597,6 +602,7 @@ impl Secrets {
             if path.is_dir() {
                 if name == "qr-keys" {
                     secrets.load_qr_keys(&path)?;
+                    load_qr_public_keys(&path, &mut secrets.qr_keys)?;
                 }
                 continue;
             }
@@ -643,6 +649,39 @@ impl Secrets {
     pub fn names(&self) -> Vec<String> {
         self.values.keys().cloned().collect()
     }
+}
+
+/// Loads the Ed25519 public keys for `ATT2` cards, `qr-keys/<key id>.pub`
+/// (32 bytes as hex or base64), into `keyring`. A public key is no secret,
+/// but the files get the same 0600 rule as their neighbours so that one
+/// rule covers the whole directory (and provisioning writes them alike).
+pub fn load_qr_public_keys(dir: &Path, keyring: &mut Keyring) -> Result<(), ConfigError> {
+    let entries = fs::read_dir(dir).map_err(|e| ConfigError::Secret {
+        file: dir.into(),
+        message: e.to_string(),
+    })?;
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let Some(key_id) = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_suffix(".pub"))
+        else {
+            continue;
+        };
+        let text = read_secret_file(&path)?;
+        let key = decode_key(&text).ok_or_else(|| ConfigError::Secret {
+            file: path.clone(),
+            message: "Ed25519 public key must be 32 bytes as hex or base64".into(),
+        })?;
+        keyring
+            .insert_public(key_id, &key)
+            .map_err(|message| ConfigError::Secret {
+                file: path,
+                message,
+            })?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -800,5 +839,45 @@ mod tests {
                 .names()
                 .is_empty()
         );
+    }
+
+    #[test]
+    fn ed25519_public_keys_load_beside_hmac_keys() {
+        use crate::domain::payload::{self, CardSigningKey, PayloadPolicy};
+        use crate::domain::record::StudentNumber;
+        let dir = tempfile::tempdir().unwrap();
+        let s = dir.path().join("secrets");
+        fs::create_dir_all(s.join("qr-keys")).unwrap();
+        let office = CardSigningKey::from_seed(&[5u8; 32]).unwrap();
+        let write = |name: &str, text: &str, mode: u32| {
+            let p = s.join("qr-keys").join(name);
+            fs::write(&p, text).unwrap();
+            fs::set_permissions(&p, fs::Permissions::from_mode(mode)).unwrap();
+        };
+        write("k1.key", &"ab".repeat(32), 0o600);
+        // base64 for one, hex for the other
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::STANDARD.encode(office.public_key());
+        write("e1.pub", &format!("{b64}\n"), 0o600);
+        write("e2.pub", &hex::encode(office.public_key()), 0o600);
+        let loaded = Secrets::load(&s).unwrap();
+        assert_eq!((loaded.qr_keys.len(), loaded.qr_keys.public_len()), (3, 2));
+        let card =
+            payload::sign_ed25519("e1", &office, &StudentNumber::parse("7").unwrap()).unwrap();
+        let policy = PayloadPolicy {
+            accept_unsigned: false,
+            accept_hmac: false,
+        };
+        assert!(payload::parse(card.as_bytes(), &loaded.qr_keys, policy).is_ok());
+
+        write("e2.pub", &hex::encode(office.public_key()), 0o640);
+        let e = Secrets::load(&s).unwrap_err().to_string();
+        assert!(e.contains("e2.pub") && e.contains("chmod 600"), "{e}");
+        write("e2.pub", &"ab".repeat(16), 0o600);
+        let e = Secrets::load(&s).unwrap_err().to_string();
+        assert!(e.contains("e2.pub") && e.contains("16 bytes"), "{e}");
+        write("e2.pub", "not a key!", 0o600);
+        let e = Secrets::load(&s).unwrap_err().to_string();
+        assert!(e.contains("e2.pub") && e.contains("hex or base64"), "{e}");
     }
 }
