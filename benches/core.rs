@@ -59,9 +59,7 @@ fn latency(dir: &Path) -> (f64, f64, f64) {
         let pipeline = Pipeline {
             store: handle.clone(),
             keyring: Keyring::new(),
-            policy: PayloadPolicy {
-                accept_unsigned: true,
-            },
+            policy: PayloadPolicy::default(),
             clock: Arc::new(SimulatedClock::new(start, 1)),
             feedback: Arc::new(LogFeedback),
             health: Arc::new(Health::new(Duration::from_secs(10))),

@@ -171,9 +171,7 @@ fn main() {
             pipeline: Pipeline {
                 store: handle.clone(),
                 keyring: Keyring::new(),
-                policy: PayloadPolicy {
-                    accept_unsigned: true,
-                },
+                policy: PayloadPolicy::default(),
                 clock: Arc::new(SimulatedClock::new(start, 1)),
                 feedback: Arc::new(LogFeedback),
                 health: Arc::new(Health::new(Duration::from_secs(10))),

@@ -121,6 +121,10 @@ pub struct ScanConfig {
     pub cooldown_seconds: u32,
     /// Accept plain and JSON cards; when false only signed cards are valid.
     pub accept_unsigned: bool,
+    /// Accept HMAC-signed `ATT1` cards. A school whose cards are all
+    /// Ed25519-signed (`ATT2`) sets this false, so HMAC keys left on a
+    /// kiosk (or stolen from one) mint nothing it accepts.
+    pub accept_hmac: bool,
     /// Scans waiting for the pipeline; sources drop or wait when full.
     pub queue_capacity: usize,
 }
@@ -130,6 +134,7 @@ impl Default for ScanConfig {
         ScanConfig {
             cooldown_seconds: 300,
             accept_unsigned: true,
+            accept_hmac: true,
             queue_capacity: 64,
         }
     }

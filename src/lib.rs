@@ -4,6 +4,7 @@
 //! README.md for the way a scan travels.
 
 pub mod app;
+pub mod cards;
 pub mod clock;
 pub mod config;
 pub mod demo;

@@ -206,13 +206,25 @@ enum QuarantineCommand {
 
 #[derive(Subcommand)]
 enum CardsCommand {
-    /// Print the signed QR payload for each student number, using <data_dir>/secrets/qr-keys/<KEY_ID>.key.
+    /// Print the signed QR payload for each student number: Ed25519 (ATT2)
+    /// with --key, else HMAC (ATT1) with <data_dir>/secrets/qr-keys/<KEY_ID>.key.
     Sign {
         #[command(flatten)]
         config: ConfigArgs,
         #[arg(long)]
         key_id: String,
+        /// The office's Ed25519 private key (<KEY_ID>.secret from `cards keygen`).
+        #[arg(long)]
+        key: Option<PathBuf>,
         students: Vec<String>,
+    },
+    /// Make an Ed25519 key pair: DIR/<KEY_ID>.secret stays at the school
+    /// office, DIR/<KEY_ID>.pub goes to every kiosk's secrets/qr-keys/.
+    Keygen {
+        #[arg(long)]
+        key_id: String,
+        #[arg(long)]
+        out: PathBuf,
     },
 }
 
@@ -519,10 +531,42 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Cards {
+            command: CardsCommand::Keygen { key_id, out },
+        } => {
+            let files = attendance::cards::keygen(&key_id, &out)?;
+            eprintln!(
+                "wrote {} (private: keep it at the office, never on a kiosk) and {} (public: copy it to each kiosk's secrets/qr-keys/)",
+                files.secret.display(),
+                files.public.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Cards {
+            command:
+                CardsCommand::Sign {
+                    key: Some(key),
+                    key_id,
+                    students,
+                    ..
+                },
+        } => {
+            let key = attendance::cards::load_signing_key(&key)?;
+            for s in students {
+                let sn =
+                    StudentNumber::parse(&s).with_context(|| format!("student number {s:?}"))?;
+                println!(
+                    "{}",
+                    payload::sign_ed25519(&key_id, &key, &sn).map_err(anyhow::Error::msg)?
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Cards {
             command:
                 CardsCommand::Sign {
                     config,
                     key_id,
+                    key: None,
                     students,
                 },
         } => {

@@ -148,24 +148,32 @@ impl Secrets {
         })?;
         for entry in entries.flatten() {
             let path = entry.path();
-            let Some(key_id) = path
-                .file_name()
-                .and_then(|n| n.to_str())
-                .and_then(|n| n.strip_suffix(".key"))
-            else {
+            // `<id>.key`: an HMAC key for ATT1 cards; `<id>.pub`: an Ed25519
+            // public key for ATT2 cards. A public key is no secret, but one
+            // 0600 rule covers the whole directory (provisioning writes both).
+            let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
                 continue;
             };
+            let (key_id, public) = match (name.strip_suffix(".key"), name.strip_suffix(".pub")) {
+                (Some(id), _) => (id, false),
+                (None, Some(id)) => (id, true),
+                (None, None) => continue,
+            };
             let loaded = read_secret_file(&path).and_then(|text| {
-                let key = decode_key(&text).ok_or_else(|| SecretError {
+                let invalid = |message: String| SecretError {
                     file: path.clone(),
-                    message: "key must be hex or base64".into(),
-                })?;
-                self.qr_keys
-                    .insert(key_id, key)
-                    .map_err(|message| SecretError {
-                        file: path.clone(),
-                        message,
-                    })
+                    message,
+                };
+                if public {
+                    let key = decode_key(&text).ok_or_else(|| {
+                        invalid("Ed25519 public key must be 32 bytes as hex or base64".into())
+                    })?;
+                    self.qr_keys.insert_public(key_id, &key).map_err(invalid)
+                } else {
+                    let key = decode_key(&text)
+                        .ok_or_else(|| invalid("key must be hex or base64".into()))?;
+                    self.qr_keys.insert(key_id, key).map_err(invalid)
+                }
             });
             match loaded {
                 Ok(()) => {}
@@ -245,5 +253,46 @@ mod tests {
         assert_eq!(l.refused().len(), 1);
         assert!(l.refused()[0].file.ends_with("README"));
         assert!(l.refused()[0].to_string().contains("chmod 600"));
+    }
+
+    #[test]
+    fn ed25519_public_keys_load_beside_hmac_keys() {
+        use crate::domain::payload::{self, CardSigningKey, PayloadPolicy};
+        use crate::domain::record::StudentNumber;
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let s = dir.path().join("secrets");
+        std::fs::create_dir_all(s.join("qr-keys")).unwrap();
+        let office = CardSigningKey::from_seed(&[5u8; 32]).unwrap();
+        let write = |name: &str, text: &str, mode: u32| {
+            let p = s.join("qr-keys").join(name);
+            std::fs::write(&p, text).unwrap();
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+        };
+        write("k1.key", &"ab".repeat(32), 0o600);
+        // base64 for one, hex for the other
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::STANDARD.encode(office.public_key());
+        write("e1.pub", &format!("{b64}\n"), 0o600);
+        write("e2.pub", &hex::encode(office.public_key()), 0o600);
+        let loaded = Secrets::load(&s).unwrap();
+        assert_eq!((loaded.qr_keys.len(), loaded.qr_keys.public_len()), (3, 2));
+        let card =
+            payload::sign_ed25519("e1", &office, &StudentNumber::parse("7").unwrap()).unwrap();
+        let policy = PayloadPolicy {
+            accept_unsigned: false,
+            accept_hmac: false,
+        };
+        assert!(payload::parse(card.as_bytes(), &loaded.qr_keys, policy).is_ok());
+
+        write("e2.pub", &hex::encode(office.public_key()), 0o640);
+        let e = Secrets::load(&s).unwrap_err().to_string();
+        assert!(e.contains("e2.pub") && e.contains("chmod 600"), "{e}");
+        write("e2.pub", &"ab".repeat(16), 0o600);
+        let e = Secrets::load(&s).unwrap_err().to_string();
+        assert!(e.contains("e2.pub") && e.contains("16 bytes"), "{e}");
+        write("e2.pub", "not a key!", 0o600);
+        let e = Secrets::load(&s).unwrap_err().to_string();
+        assert!(e.contains("e2.pub") && e.contains("hex or base64"), "{e}");
     }
 }

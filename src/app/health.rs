@@ -8,6 +8,11 @@
 //! Health adds conditions reported by components: `degraded` (the kiosk still
 //! records scans, e.g. the camera is gone but the USB scanner works) and
 //! `unhealthy` (it does not, e.g. the database cannot write).
+//!
+//! Inputs (camera, HID scanner) also report whether they are connected. An
+//! absent input is no fault (a kiosk may have only a scanner, and a camera
+//! set to "auto" may be absent by design); only when every configured input
+//! is absent is the kiosk degraded, because then it cannot take a scan.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -22,6 +27,23 @@ pub enum Level {
     Ok,
     Degraded,
     Unhealthy,
+}
+
+/// Whether a scan input is connected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Presence {
+    /// Not known yet (the first search is still running).
+    Starting,
+    Present,
+    Absent,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct InputReport {
+    pub presence: Presence,
+    /// The device in use, or why there is none.
+    pub detail: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -43,6 +65,7 @@ pub struct Health {
     pipeline_ms: AtomicU64,
     store_ms: AtomicU64,
     conditions: Mutex<BTreeMap<String, Condition>>,
+    inputs: Mutex<BTreeMap<String, InputReport>>,
     pub counters: Counters,
 }
 
@@ -67,6 +90,8 @@ pub struct Report {
     pub pipeline_beat_age_ms: u64,
     pub store_beat_age_ms: u64,
     pub conditions: BTreeMap<String, Condition>,
+    /// Configured scan inputs and whether each is connected.
+    pub inputs: BTreeMap<String, InputReport>,
     pub scans_recorded: u64,
     pub scans_duplicate: u64,
     pub scans_rejected: u64,
@@ -81,6 +106,7 @@ impl Health {
             pipeline_ms: AtomicU64::new(0),
             store_ms: AtomicU64::new(0),
             conditions: Mutex::new(BTreeMap::new()),
+            inputs: Mutex::new(BTreeMap::new()),
             counters: Counters::default(),
         }
     }
@@ -131,12 +157,41 @@ impl Health {
         self.set(component, Level::Ok, "");
     }
 
+    /// Records whether a scan input is connected.
+    pub fn set_input(&self, input: &str, presence: Presence, detail: impl Into<String>) {
+        self.inputs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(
+                input.to_string(),
+                InputReport {
+                    presence,
+                    detail: detail.into(),
+                },
+            );
+    }
+
     pub fn report(&self) -> Report {
-        let conditions = self
+        let mut conditions = self
             .conditions
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
+        let inputs = self
+            .inputs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if !inputs.is_empty() && inputs.values().all(|i| i.presence == Presence::Absent) {
+            let names: Vec<&str> = inputs.keys().map(String::as_str).collect();
+            conditions.insert(
+                "inputs".into(),
+                Condition {
+                    level: Level::Degraded,
+                    reason: format!("no scan input connected ({} absent)", names.join(", ")),
+                },
+            );
+        }
         let mut status = conditions
             .values()
             .map(|c| c.level)
@@ -152,6 +207,7 @@ impl Health {
             pipeline_beat_age_ms: self.age(Beat::Pipeline),
             store_beat_age_ms: self.age(Beat::Store),
             conditions,
+            inputs,
             scans_recorded: load(&self.counters.scans_recorded),
             scans_duplicate: load(&self.counters.scans_duplicate),
             scans_rejected: load(&self.counters.scans_rejected),
@@ -187,5 +243,29 @@ mod tests {
         h.clear("disk");
         h.clear("camera");
         assert_eq!(h.report().status, Level::Ok);
+    }
+
+    #[test]
+    fn an_absent_input_is_reported_but_degrades_only_when_all_are_absent() {
+        let h = Health::new(Duration::from_secs(60));
+        h.beat(Beat::Pipeline);
+        h.beat(Beat::Store);
+        h.set_input("camera", Presence::Absent, "no camera");
+        h.set_input("hid_scanner", Presence::Starting, "");
+        assert_eq!(h.report().status, Level::Ok, "scanner may still appear");
+        h.set_input("hid_scanner", Presence::Present, "/dev/input/event1");
+        let r = h.report();
+        assert_eq!(r.status, Level::Ok);
+        assert_eq!(r.inputs["camera"].presence, Presence::Absent);
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(json["inputs"]["camera"]["presence"], "absent");
+        h.set_input("hid_scanner", Presence::Absent, "unplugged");
+        let r = h.report();
+        assert_eq!(r.status, Level::Degraded);
+        assert!(
+            r.conditions["inputs"]
+                .reason
+                .contains("camera, hid_scanner")
+        );
     }
 }

@@ -220,24 +220,53 @@ async fn monitor_store(
     }
 }
 
-/// Mirrors the camera's state into health: a camera that is down degrades
-/// the kiosk (the USB scanner may still work) but never makes it unhealthy.
-async fn watch_camera(
-    cam: crate::input::camera::CameraHealth,
+/// Mirrors the camera's and the scanner's state into health: a camera that
+/// is down degrades the kiosk (the USB scanner may still work) but never
+/// makes it unhealthy; an absent input is reported, not a fault.
+async fn watch_inputs(
+    cam: Option<crate::input::camera::CameraHealth>,
+    hid: Option<crate::input::hid::ScannerStatus>,
     health: Arc<Health>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    use crate::app::health::Presence;
     use crate::input::camera::CameraState;
+    use crate::input::hid::ScannerState;
     let mut tick = tokio::time::interval(Duration::from_secs(2));
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
             _ = tick.tick() => {}
         }
-        match cam.status().state {
-            CameraState::Ok | CameraState::Starting => health.clear("camera"),
-            CameraState::Degraded { reason } => health.set("camera", Level::Degraded, reason),
-            CameraState::Stopped => health.set("camera", Level::Degraded, "camera stopped"),
+        if let Some(cam) = &cam {
+            let state = cam.status().state;
+            let (presence, detail) = match &state {
+                CameraState::Starting => (Presence::Starting, "starting"),
+                CameraState::Absent => (Presence::Absent, "no camera connected"),
+                CameraState::Ok => (Presence::Present, "ok"),
+                CameraState::Degraded { .. } | CameraState::Stopped => {
+                    (Presence::Present, "degraded")
+                }
+            };
+            health.set_input("camera", presence, detail);
+            match state {
+                CameraState::Ok | CameraState::Starting | CameraState::Absent => {
+                    health.clear("camera")
+                }
+                CameraState::Degraded { reason } => health.set("camera", Level::Degraded, reason),
+                CameraState::Stopped => health.set("camera", Level::Degraded, "camera stopped"),
+            }
+        }
+        if let Some(hid) = &hid {
+            match hid.get() {
+                ScannerState::Searching => health.set_input("hid_scanner", Presence::Starting, ""),
+                ScannerState::Connected { device } => {
+                    health.set_input("hid_scanner", Presence::Present, device)
+                }
+                ScannerState::Absent { reason } => {
+                    health.set_input("hid_scanner", Presence::Absent, reason)
+                }
+            }
         }
     }
 }
@@ -342,6 +371,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         data_dir = %data_dir.display(),
         config_files = ?loaded.sources,
         qr_keys = secrets.qr_keys.len(),
+        qr_public_keys = secrets.qr_keys.public_len(),
         version = VERSION,
         "starting"
     );
@@ -417,6 +447,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         sources: input_sources,
         feedback: led_feedback,
         camera_health,
+        hid_status,
         photo_worker,
     } = inputs;
     sources.extend(input_sources);
@@ -427,10 +458,10 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
             None => base,
         }
     };
-    if let Some(cam) = camera_health {
+    if camera_health.is_some() || hid_status.is_some() {
         core_tasks.spawn(
-            "camera-health",
-            watch_camera(cam, health.clone(), core.clone()),
+            "inputs-health",
+            watch_inputs(camera_health, hid_status, health.clone(), core.clone()),
         );
     }
     // --- end kiosk inputs ---
@@ -440,6 +471,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         keyring: secrets.qr_keys.clone(),
         policy: PayloadPolicy {
             accept_unsigned: cfg.scan.accept_unsigned,
+            accept_hmac: cfg.scan.accept_hmac,
         },
         clock: clock.clone(),
         feedback,

@@ -311,9 +311,7 @@ mod tests {
         let pipeline = Pipeline {
             store: handle.clone(),
             keyring: Keyring::new(),
-            policy: PayloadPolicy {
-                accept_unsigned: true,
-            },
+            policy: PayloadPolicy::default(),
             clock: Arc::new(SimulatedClock::new(start, 1)),
             feedback: Arc::new(LogFeedback),
             health: Arc::new(Health::new(std::time::Duration::from_secs(10))),

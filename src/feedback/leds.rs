@@ -6,6 +6,10 @@
 //! only hands the pattern to the LED thread (never blocks the scan path); a
 //! new acknowledgement preempts a pattern still playing. Configured devices
 //! that do not exist are a logged warning, not an error.
+//!
+//! `green`/`red` = `"auto"` use the Raspberry Pi's own LEDs: the green
+//! activity LED (`ACT`, named `led0` by kernels before 6.1) and the red
+//! power LED (`PWR`, formerly `led1`), whichever name exists.
 
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, RecvTimeoutError, SyncSender, TrySendError};
@@ -39,7 +43,8 @@ pub struct LedsConfig {
     /// Where LED-class devices live (changed only for tests).
     #[serde(default = "default_root")]
     pub sysfs_root: PathBuf,
-    /// LED names under the root, e.g. `kiosk:green:status`.
+    /// LED names under the root, e.g. `kiosk:green:status`, or `"auto"`
+    /// for the Raspberry Pi's ACT (green) and PWR (red) LEDs.
     #[serde(default)]
     pub green: Option<String>,
     #[serde(default)]
@@ -78,10 +83,15 @@ pub enum LedsConfigError {
     BadName { key: &'static str, value: String },
     #[error("leds.{key}: {value} is outside 10..=5000")]
     Duration { key: &'static str, value: u64 },
+    #[error("leds.buzzer: \"auto\" is not available (a board has no buzzer LED); name the device")]
+    AutoBuzzer,
 }
 
 impl LedsConfig {
     pub fn validate(&self) -> Result<(), LedsConfigError> {
+        if self.buzzer.as_deref() == Some(AUTO) {
+            return Err(LedsConfigError::AutoBuzzer);
+        }
         for (key, v) in [
             ("green", &self.green),
             ("red", &self.red),
@@ -191,9 +201,39 @@ struct Led {
     warned: bool,
 }
 
+/// The value of `leds.green` / `leds.red` that picks the board's LED.
+pub const AUTO: &str = "auto";
+
+/// The LED-class names `"auto"` tries, newest kernel naming first.
+fn auto_candidates(key: &str) -> &'static [&'static str] {
+    match key {
+        "green" => &["ACT", "led0"],
+        "red" => &["PWR", "led1"],
+        _ => &[],
+    }
+}
+
+/// The LED name to use for `key`: the configured one, or for `"auto"` the
+/// first candidate present under `root`.
+pub fn resolve_name(root: &Path, key: &str, name: &str) -> Option<String> {
+    if name != AUTO {
+        return Some(name.to_string());
+    }
+    auto_candidates(key)
+        .iter()
+        .find(|c| root.join(c).join("brightness").exists())
+        .map(|c| c.to_string())
+}
+
 impl Led {
     fn open(root: &Path, key: &str, name: &Option<String>) -> Option<Led> {
-        let name = name.as_ref()?;
+        let configured = name.as_ref()?;
+        let Some(name) = resolve_name(root, key, configured) else {
+            tracing::warn!(target: "feedback", led = key, root = %root.display(),
+                "no board LED found for \"auto\"; this output is disabled");
+            return None;
+        };
+        let name = &name;
         let dir = root.join(name);
         let brightness = dir.join("brightness");
         if !brightness.exists() {
@@ -505,5 +545,57 @@ mod tests {
                 .starts_with("leds.beep_ms")
         );
         assert!(serde_json::from_str::<LedsConfig>(r#"{"blue": "x"}"#).is_err());
+    }
+
+    #[test]
+    fn auto_uses_the_pi_leds_under_either_kernel_naming() {
+        for (fixture, green, red, on) in [
+            ("pi5-leds.tree", "ACT", "PWR", "1"),
+            ("pi3-old-kernel-leds.tree", "led0", "led1", "255"),
+        ] {
+            let tree = crate::input::fixtures::materialize(fixture);
+            let root = tree.path().join("class/leds");
+            assert_eq!(resolve_name(&root, "green", AUTO).as_deref(), Some(green));
+            assert_eq!(resolve_name(&root, "red", AUTO).as_deref(), Some(red));
+            assert_eq!(resolve_name(&root, "buzzer", AUTO), None);
+            let c = LedsConfig {
+                enabled: true,
+                sysfs_root: root.clone(),
+                green: Some(AUTO.into()),
+                red: Some(AUTO.into()),
+                buzzer: None,
+                on_ms: 60,
+                blink_ms: 20,
+                beep_ms: 10,
+            };
+            c.validate().expect("auto is valid");
+            let fb = LedFeedback::start(c).expect("start");
+            // The kernel trigger is switched off so it cannot fight the kiosk.
+            let trigger = std::fs::read_to_string(root.join(green).join("trigger")).expect("read");
+            assert_eq!(trigger, "none");
+            // Start dark: the power LED's default-on is overridden.
+            wait_for("red off", || read(&root, red) == "0");
+            fb.acknowledge(&PRESENT);
+            wait_for("green on", || read(&root, green) == on);
+            wait_for("green off", || read(&root, green) == "0");
+            fb.acknowledge(&Ack::Rejected(RejectReason::InactiveStudent("x".into())));
+            wait_for("red on", || read(&root, red) == on);
+        }
+        // No board LEDs at all: "auto" disables the output, not the daemon.
+        let empty = tempfile::tempdir().expect("tmp");
+        assert_eq!(resolve_name(empty.path(), "green", AUTO), None);
+        let mut c = cfg(empty.path());
+        c.green = Some(AUTO.into());
+        LedFeedback::start(c).expect("start").acknowledge(&PRESENT);
+        let c = LedsConfig {
+            buzzer: Some(AUTO.into()),
+            ..Default::default()
+        };
+        assert!(
+            c.validate()
+                .expect_err("buzzer")
+                .to_string()
+                .starts_with("leds.buzzer")
+        );
     }
 }

@@ -8,6 +8,8 @@
 
 pub mod camera;
 pub mod decode;
+#[cfg(test)]
+pub(crate) mod fixtures;
 pub mod hid;
 pub mod replay;
 

@@ -18,6 +18,7 @@
 //! the daemon's /health shows it while the HID scanner keeps working.
 
 pub mod demo;
+pub mod detect;
 #[cfg(feature = "camera")]
 pub mod v4l2;
 pub mod wiring;
@@ -44,7 +45,7 @@ pub enum PixelFormat {
 }
 
 fn default_device() -> PathBuf {
-    PathBuf::from("/dev/video0")
+    PathBuf::from(detect::AUTO)
 }
 fn default_format() -> PixelFormat {
     PixelFormat::Mjpeg
@@ -86,7 +87,8 @@ fn default_repeat_ms() -> u64 {
 pub struct CameraConfig {
     #[serde(default)]
     pub enabled: bool,
-    /// `/dev/videoN` or a stable `/dev/v4l/by-id/...` path.
+    /// `"auto"` (the first capture device, chosen again at every reopen;
+    /// see [`detect`]), `/dev/videoN` or a stable `/dev/v4l/by-id/...` path.
     #[serde(default = "default_device")]
     pub device: PathBuf,
     #[serde(default = "default_format")]
@@ -256,6 +258,10 @@ pub enum CameraError {
     Open { path: String, message: String },
     #[error("camera {path}: {message}")]
     Grab { path: String, message: String },
+    /// `device = "auto"` and no camera is connected: not a fault (a kiosk
+    /// may run on its USB scanner alone), shown as `absent` in health.
+    #[error("no camera: {message}")]
+    Absent { message: String },
 }
 
 /// Where frames come from: the V4L2 device or the demo generator.
@@ -360,7 +366,11 @@ pub fn grabber_for(cfg: &CameraConfig) -> Result<Box<dyn FrameGrabber>, CameraEr
 pub enum CameraState {
     Starting,
     Ok,
-    Degraded { reason: String },
+    Degraded {
+        reason: String,
+    },
+    /// Auto-detection found no camera (looked for again at every retry).
+    Absent,
     Stopped,
 }
 
@@ -420,6 +430,9 @@ impl CameraHealth {
                         tracing::warn!(target: "camera", %reason, "camera degraded")
                     }
                     CameraState::Ok => tracing::info!(target: "camera", "camera ok"),
+                    CameraState::Absent => {
+                        tracing::info!(target: "camera", "no camera connected; will keep looking")
+                    }
                     _ => {}
                 }
                 h.state = state;
@@ -517,8 +530,11 @@ fn capture_loop(
         }
         first = false;
         if let Err(e) = grabber.open() {
-            health.set(CameraState::Degraded {
-                reason: format!("{e}; retrying in {} ms", backoff.as_millis()),
+            health.set(match e {
+                CameraError::Absent { .. } => CameraState::Absent,
+                e => CameraState::Degraded {
+                    reason: format!("{e}; retrying in {} ms", backoff.as_millis()),
+                },
             });
             sleep_cancellable(token, backoff);
             backoff = (backoff * 2).min(max_backoff);

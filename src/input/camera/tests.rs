@@ -438,3 +438,70 @@ fn a_panicking_decoder_does_not_stop_the_camera() {
     }
     rig.stop();
 }
+
+/// Auto-detection finds nothing for a while, then the camera is plugged in.
+struct PluggedInLater {
+    absent_opens: usize,
+    opens: Arc<AtomicUsize>,
+}
+
+impl FrameGrabber for PluggedInLater {
+    fn open(&mut self) -> Result<(), CameraError> {
+        if self.opens.fetch_add(1, Ordering::SeqCst) < self.absent_opens {
+            return Err(CameraError::Absent {
+                message: "no V4L2 capture device among 0 video node(s)".into(),
+            });
+        }
+        Ok(())
+    }
+    fn grab(&mut self, out: &mut RawFrame) -> Result<(), CameraError> {
+        std::thread::sleep(Duration::from_millis(2));
+        out.format = Some(PixelFormat::Grey);
+        out.width = 16;
+        out.height = 8;
+        out.data.clear();
+        out.data.resize(128, 0);
+        Ok(())
+    }
+    fn close(&mut self) {}
+}
+
+#[test]
+fn an_absent_camera_is_absent_not_degraded_until_plugged_in() {
+    let opens = Arc::new(AtomicUsize::new(0));
+    let grabber = PluggedInLater {
+        absent_opens: 3,
+        opens: opens.clone(),
+    };
+    let cfg = fast_cfg();
+    let health = CameraHealth::new(Duration::from_secs(10));
+    let slot = Arc::new(Slot::new());
+    let token = CancellationToken::new();
+    let t = {
+        let (slot, health, token) = (slot.clone(), health.clone(), token.clone());
+        std::thread::spawn(move || capture_loop(Box::new(grabber), &cfg, &slot, &health, &token))
+    };
+    let mut states = Vec::new();
+    wait_until("camera ok", Duration::from_secs(10), || {
+        let s = health.status().state;
+        let _ = slot.take(Duration::from_millis(1));
+        if states.last() != Some(&s) {
+            states.push(s.clone());
+        }
+        s == CameraState::Ok
+    });
+    token.cancel();
+    t.join().expect("join");
+    assert!(opens.load(Ordering::SeqCst) >= 4);
+    assert!(states.contains(&CameraState::Absent), "{states:?}");
+    assert!(
+        !states
+            .iter()
+            .any(|s| matches!(s, CameraState::Degraded { .. })),
+        "{states:?}"
+    );
+    assert_eq!(
+        serde_json::to_value(CameraState::Absent).expect("json"),
+        serde_json::json!({"state": "absent"})
+    );
+}

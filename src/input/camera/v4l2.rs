@@ -1,5 +1,6 @@
 //! V4L2 capture through the `v4l` crate (mmap streaming).
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use v4l::buffer::Type;
@@ -8,10 +9,15 @@ use v4l::io::traits::CaptureStream;
 use v4l::video::Capture;
 use v4l::{Device, FourCC};
 
+use super::detect::{self, SysfsVideoNodes, VideoNodes};
 use super::{CameraConfig, CameraError, FrameGrabber, PixelFormat, RawFrame};
 
 pub struct V4lGrabber {
     cfg: CameraConfig,
+    /// Lists the nodes for `device = "auto"`.
+    nodes: Box<dyn VideoNodes>,
+    /// The device in use: the configured path, or the detected one.
+    current: PathBuf,
     // Declared before `device`: the stream must be dropped first.
     stream: Option<Stream<'static>>,
     device: Option<Device>,
@@ -37,8 +43,15 @@ fn from_fourcc(f: FourCC) -> Option<PixelFormat> {
 
 impl V4lGrabber {
     pub fn new(cfg: &CameraConfig) -> Self {
+        Self::with_nodes(cfg, Box::new(SysfsVideoNodes::default()))
+    }
+
+    /// With another node lister (tests).
+    pub fn with_nodes(cfg: &CameraConfig, nodes: Box<dyn VideoNodes>) -> Self {
         V4lGrabber {
             cfg: cfg.clone(),
+            nodes,
+            current: cfg.device.clone(),
             stream: None,
             device: None,
             negotiated: None,
@@ -47,9 +60,30 @@ impl V4lGrabber {
 
     fn open_err(&self, message: String) -> CameraError {
         CameraError::Open {
-            path: self.cfg.device.display().to_string(),
+            path: self.current.display().to_string(),
             message,
         }
+    }
+
+    /// The device to open now: detected again at every open in auto mode,
+    /// so a camera plugged in (or replugged elsewhere) is found.
+    fn resolve(&mut self) -> Result<(), CameraError> {
+        if self.cfg.device != Path::new(detect::AUTO) {
+            return Ok(());
+        }
+        let nodes = self.nodes.nodes();
+        let Some(found) = detect::choose(&nodes) else {
+            self.current = self.cfg.device.clone();
+            return Err(CameraError::Absent {
+                message: format!("no V4L2 capture device among {} video node(s)", nodes.len()),
+            });
+        };
+        if found.dev != self.current {
+            tracing::info!(target: "camera", device = %found.dev.display(), driver = %found.driver,
+                bus = %found.bus, "camera detected");
+        }
+        self.current = found.dev.clone();
+        Ok(())
     }
 
     /// What the driver agreed to: format, width, height, stride.
@@ -61,7 +95,8 @@ impl V4lGrabber {
 impl FrameGrabber for V4lGrabber {
     fn open(&mut self) -> Result<(), CameraError> {
         self.close();
-        let dev = Device::with_path(&self.cfg.device).map_err(|e| self.open_err(e.to_string()))?;
+        self.resolve()?;
+        let dev = Device::with_path(&self.current).map_err(|e| self.open_err(e.to_string()))?;
         let caps = dev
             .query_caps()
             .map_err(|e| self.open_err(format!("query capabilities: {e}")))?;
@@ -125,7 +160,7 @@ impl FrameGrabber for V4lGrabber {
     }
 
     fn grab(&mut self, out: &mut RawFrame) -> Result<(), CameraError> {
-        let path = self.cfg.device.display().to_string();
+        let path = self.current.display().to_string();
         let (Some(stream), Some((pf, w, h, stride))) = (self.stream.as_mut(), self.negotiated)
         else {
             return Err(CameraError::Grab {
@@ -164,7 +199,7 @@ impl FrameGrabber for V4lGrabber {
             Some((f, w, h, stride)) => {
                 let mut d = format!(
                     "{}: {f:?} {w}x{h} (bytes per line {stride})",
-                    self.cfg.device.display()
+                    self.current.display()
                 );
                 // An admin checking a camera should see a fallback at once.
                 if f != self.cfg.format {
@@ -178,7 +213,56 @@ impl FrameGrabber for V4lGrabber {
                 }
                 d
             }
-            None => format!("{}: not open", self.cfg.device.display()),
+            None => format!("{}: not open", self.current.display()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::input::camera::detect::FixtureVideoNodes;
+    use crate::input::fixtures::materialize;
+
+    fn grabber(fixture: &str, dir: &Path, device: &str) -> (tempfile::TempDir, V4lGrabber) {
+        let tree = materialize(fixture);
+        let nodes = FixtureVideoNodes {
+            class_dir: tree.path().join("class/video4linux"),
+            dev_dir: dir.to_path_buf(),
+        };
+        let cfg = CameraConfig {
+            enabled: true,
+            device: device.into(),
+            ..Default::default()
+        };
+        (tree, V4lGrabber::with_nodes(&cfg, Box::new(nodes)))
+    }
+
+    #[test]
+    fn auto_without_a_camera_is_absent_not_an_open_error() {
+        let dev = tempfile::tempdir().unwrap();
+        let (_t, mut g) = grabber("pi4-no-camera.tree", dev.path(), "auto");
+        let e = g.open().unwrap_err();
+        assert!(matches!(e, CameraError::Absent { .. }), "{e}");
+        assert!(e.to_string().contains("11 video node"), "{e}");
+    }
+
+    #[test]
+    fn auto_opens_the_detected_node_and_a_fixed_path_is_kept() {
+        let dev = tempfile::tempdir().unwrap();
+        let (_t, mut g) = grabber("pi4-usb-webcam.tree", dev.path(), "auto");
+        // The detected node is tried (it does not exist in the tempdir).
+        match g.open().unwrap_err() {
+            CameraError::Open { path, .. } => {
+                assert_eq!(path, dev.path().join("video0").display().to_string())
+            }
+            e => panic!("{e}"),
+        }
+        let fixed = dev.path().join("by-id/usb-cam-video-index0");
+        let (_t, mut g) = grabber("pi4-usb-webcam.tree", dev.path(), fixed.to_str().unwrap());
+        match g.open().unwrap_err() {
+            CameraError::Open { path, .. } => assert_eq!(path, fixed.display().to_string()),
+            e => panic!("{e}"),
         }
     }
 }

@@ -14,7 +14,7 @@ use crate::feedback::Feedback;
 use crate::feedback::leds::{LedFeedback, LedsConfig};
 use crate::input::ScanSource;
 use crate::input::decode::DecoderConfig;
-use crate::input::hid::{HidScanner, HidScannerConfig};
+use crate::input::hid::{HidScanner, HidScannerConfig, ScannerStatus};
 
 /// The config sections owned by the inputs area.
 #[derive(Clone, Copy)]
@@ -68,6 +68,8 @@ pub struct KioskInputs {
     pub feedback: Option<Arc<dyn Feedback>>,
     /// For /health: `degraded` with the reason while the camera is down.
     pub camera_health: Option<CameraHealth>,
+    /// For /health: whether the HID scanner is connected.
+    pub hid_status: Option<ScannerStatus>,
     /// Keep it alive for the daemon's lifetime; `join` after the sources
     /// stopped to let queued photos finish.
     pub photo_worker: Option<PhotoWorker>,
@@ -87,6 +89,7 @@ pub fn build(
         sources: Vec::new(),
         feedback: None,
         camera_health: None,
+        hid_status: None,
         photo_worker: None,
     };
     if s.camera.enabled {
@@ -117,8 +120,9 @@ pub fn build(
         out.sources.push(Box::new(cam));
     }
     if s.hid_scanner.enabled {
-        out.sources
-            .push(Box::new(HidScanner::new(s.hid_scanner.clone())));
+        let scanner = HidScanner::new(s.hid_scanner.clone());
+        out.hid_status = Some(scanner.status());
+        out.sources.push(Box::new(scanner));
     }
     if s.leds.enabled {
         let leds = LedFeedback::start(s.leds.clone()).map_err(|source| InputsError::Thread {
@@ -153,6 +157,7 @@ mod tests {
         };
         let k = build(s, dir.path(), None, None).expect("defaults: nothing enabled");
         assert!(k.sources.is_empty() && k.feedback.is_none() && k.camera_health.is_none());
+        assert!(k.hid_status.is_none());
 
         let cam = CameraConfig {
             enabled: true,
@@ -181,6 +186,7 @@ mod tests {
         let names: Vec<&str> = k.sources.iter().map(|s| s.name()).collect();
         assert_eq!(names, vec!["camera", "hid_scanner"]);
         assert!(k.feedback.is_some() && k.camera_health.is_some() && k.photo_worker.is_some());
+        assert!(k.hid_status.is_some());
 
         let bad = HidScannerConfig {
             enabled: true,
