@@ -13,5 +13,6 @@ pub mod feedback;
 pub mod http;
 pub mod input;
 pub mod logging;
+pub mod ota;
 pub mod store;
 pub mod sync;

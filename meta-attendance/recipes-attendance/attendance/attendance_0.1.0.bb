@@ -42,13 +42,14 @@ USERADD_PACKAGES = "${PN}"
 USERADD_PARAM:${PN} = "--system --home-dir / --no-create-home --shell ${sbindir}/nologin \
                        --user-group --groups video,input --comment 'Attendance kiosk daemon' attendance"
 
-SYSTEMD_SERVICE:${PN} = "attendance.service attendance-mark-good.service"
+SYSTEMD_SERVICE:${PN} = "attendance.service attendance-mark-good.service attendance-ota.service"
 SYSTEMD_AUTO_ENABLE = "enable"
 
 do_install:append() {
     install -d ${D}${systemd_system_unitdir} ${D}${sysusersdir} ${D}${nonarch_libdir}/tmpfiles.d
     install -m 0644 ${IMAGE_CONFIG}/usr/lib/systemd/system/attendance.service ${D}${systemd_system_unitdir}/
     install -m 0644 ${IMAGE_CONFIG}/usr/lib/systemd/system/attendance-mark-good.service ${D}${systemd_system_unitdir}/
+    install -m 0644 ${IMAGE_CONFIG}/usr/lib/systemd/system/attendance-ota.service ${D}${systemd_system_unitdir}/
     # The update policy that unit runs (mark good, or reboot a new release
     # that never gets healthy so the bootloader falls back).
     install -d ${D}${libexecdir}/attendance
