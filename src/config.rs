@@ -90,6 +90,8 @@ pub struct Config {
     pub evidence: crate::evidence::EvidenceConfig,
     /// LEDs and buzzer (LED-class devices).
     pub leds: crate::feedback::leds::LedsConfig,
+    /// Fleet updates (owned by src/ota/).
+    pub ota: crate::ota::OtaConfig,
 }
 
 impl Default for Config {
@@ -110,6 +112,7 @@ impl Default for Config {
             hid_scanner: Default::default(),
             evidence: Default::default(),
             leds: Default::default(),
+            ota: Default::default(),
         }
     }
 }
@@ -468,6 +471,7 @@ impl Config {
             );
         }
         self.sync.validate()?;
+        self.ota.validate()?;
         // The inputs' errors start with their key path: "camera.width: ...".
         self.inputs().validate().map_err(|e| {
             let text = e.to_string();

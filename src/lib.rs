@@ -14,6 +14,7 @@ pub mod feedback;
 pub mod http;
 pub mod input;
 pub mod logging;
+pub mod ota;
 pub mod secrets;
 pub mod store;
 pub mod sync;

@@ -131,6 +131,11 @@ enum Command {
         #[command(subcommand)]
         command: CardsCommand,
     },
+    /// Fleet updates: the hawkBit DDI agent (its own systemd unit).
+    Ota {
+        #[command(subcommand)]
+        command: OtaCommand,
+    },
     /// Read the QR code in each image file (PNG, JPEG, PGM) with the kiosk's decoder.
     Decode {
         #[arg(required_unless_present = "camera")]
@@ -201,6 +206,20 @@ enum QuarantineCommand {
         all: bool,
         #[arg(required_unless_present = "all")]
         seqs: Vec<i64>,
+    },
+}
+
+#[derive(Subcommand)]
+enum OtaCommand {
+    /// Run the update agent until SIGTERM (attendance-ota.service).
+    Run {
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+    /// Print the agent's persisted state as JSON.
+    Status {
+        #[command(flatten)]
+        config: ConfigArgs,
     },
 }
 
@@ -561,6 +580,7 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Ota { command } => ota(command),
         Command::Cards {
             command:
                 CardsCommand::Sign {
@@ -588,6 +608,50 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                     payload::sign(&key_id, &key, &sn).map_err(anyhow::Error::msg)?
                 );
             }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn ota(command: OtaCommand) -> anyhow::Result<ExitCode> {
+    use attendance::ota;
+    match command {
+        OtaCommand::Run { config } => {
+            // The agent must run when the device layer is broken (that is
+            // when an update may be needed): fall back to the image's layer.
+            let loaded = match config.load() {
+                Ok(l) => l,
+                Err(e) => {
+                    eprintln!("warning: {e}; trying without the device config");
+                    ConfigArgs {
+                        device_config: PathBuf::from(
+                            "/nonexistent/attendance-device-config-ignored",
+                        ),
+                        ..config.clone()
+                    }
+                    .load()?
+                }
+            };
+            logging::init(&loaded.config.log);
+            if !loaded.config.ota.enabled {
+                // attendance-ota.service: exit status 3 is final, no restarts.
+                eprintln!("ota is not enabled (ota.enabled is false); nothing to do");
+                return Ok(ExitCode::from(3));
+            }
+            // One thread: the agent is small and its adapters are not Send.
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?;
+            let local = tokio::task::LocalSet::new();
+            local.block_on(&rt, ota::system::run(loaded.config, loaded.schedule))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        OtaCommand::Status { config } => {
+            let loaded = config.load()?;
+            let file = ota::state::StateFile::new(&ota::system::ota_dir(&loaded.config));
+            let state = file.load()?;
+            println!("{}", serde_json::to_string_pretty(&state)?);
             Ok(ExitCode::SUCCESS)
         }
     }

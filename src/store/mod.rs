@@ -242,6 +242,14 @@ pub struct StoreStats {
     pub outbox_depth: i64,
 }
 
+/// For the update agent: when the kiosk was last used and what waits to sync.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct QuietFacts {
+    pub last_scan: Option<DateTime<Utc>>,
+    pub outbox_depth: u64,
+    pub outbox_oldest: Option<DateTime<Utc>>,
+}
+
 /// The writable store. Owned by one thread in the daemon.
 pub struct Store {
     conn: Connection,
@@ -666,6 +674,26 @@ impl ReadOnlyStore {
         Ok(rows)
     }
 
+    /// What the update agent's policy needs (read-only): the newest scan
+    /// time and the outbox's depth and oldest row.
+    pub fn quiet_facts(&self) -> Result<QuietFacts, StoreError> {
+        let last: Option<String> = self.conn.query_row(
+            "SELECT max(max(COALESCE(time_in, ''), COALESCE(time_out, ''))) FROM attendance",
+            [],
+            |r| r.get(0),
+        )?;
+        let (depth, oldest): (i64, Option<String>) =
+            self.conn
+                .query_row("SELECT count(*), min(created_at) FROM outbox", [], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })?;
+        Ok(QuietFacts {
+            last_scan: last.as_deref().and_then(parse_ts),
+            outbox_depth: depth.max(0) as u64,
+            outbox_oldest: oldest.as_deref().and_then(parse_ts),
+        })
+    }
+
     pub fn integrity_check(&self) -> Result<String, StoreError> {
         Ok(self
             .conn
@@ -885,6 +913,21 @@ mod tests {
             .unwrap();
         assert_eq!(recs.len(), 1);
         assert_eq!(ro.integrity_check().unwrap(), "ok");
+    }
+
+    #[test]
+    fn quiet_facts_name_the_last_scan_and_the_outbox() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = open(dir.path());
+        let ro = ReadOnlyStore::open(s.path()).unwrap();
+        assert_eq!(ro.quiet_facts().unwrap(), QuietFacts::default());
+        s.import_students(&[student("S1")]).unwrap();
+        s.record_scan(&scan("S1", at(7, 0))).unwrap();
+        s.record_scan(&scan("S1", at(11, 40))).unwrap();
+        let f = ro.quiet_facts().unwrap();
+        assert_eq!(f.last_scan, Some(at(11, 40)));
+        assert!(f.outbox_depth >= 1);
+        assert!(f.outbox_oldest.is_some());
     }
 
     #[test]
