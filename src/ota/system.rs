@@ -22,8 +22,8 @@ use super::policy::KioskFacts;
 use super::rauc::{DbusInstaller, Installer};
 use crate::app::control::{self, ControlRequest};
 use crate::config::Config;
-use crate::secrets::Secrets;
 use crate::domain::schedule::Schedule;
+use crate::secrets::Secrets;
 use crate::store::ReadOnlyStore;
 
 pub const DAEMON_UNIT: &str = "attendance.service";
