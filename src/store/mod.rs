@@ -266,6 +266,14 @@ fn configure(conn: &Connection, busy: Duration) -> rusqlite::Result<()> {
 }
 
 impl Store {
+    /// Test fault: every write fails (SQLite `query_only`), as on a full or
+    /// read-only disk, until switched off again.
+    #[cfg(test)]
+    pub(crate) fn fail_writes_for_tests(&self, on: bool) -> Result<(), StoreError> {
+        self.conn.pragma_update(None, "query_only", on)?;
+        Ok(())
+    }
+
     /// Opens (creating if needed) and migrates the database.
     pub fn open(
         path: &Path,

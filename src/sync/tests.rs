@@ -399,3 +399,59 @@ async fn the_run_loop_wakes_on_a_recorded_event_and_stops_on_shutdown() {
     stop.cancel();
     task.await.expect("join").expect("clean stop");
 }
+
+#[tokio::test]
+async fn a_local_database_error_is_counted_backed_off_and_survived() {
+    let recs: Vec<_> = (0..30).map(rec).collect();
+    let r = rig(config(), recs);
+    r.store
+        .call(|s| s.fail_writes_for_tests(true))
+        .await
+        .expect("call")
+        .expect("fault on");
+    let metrics = r.metrics.clone();
+    let store = r.store.clone();
+    let stop = r.stop.clone();
+    let task = tokio::spawn(r.engine.run(stop.clone()));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while metrics.local_error().is_none() {
+        assert!(std::time::Instant::now() < deadline, "no local error seen");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        !task.is_finished(),
+        "a local database error never ends sync"
+    );
+    assert!(metrics.status().local_errors >= 1);
+    let synced = |store: StoreHandle| async move {
+        store
+            .call(|s| s.synced_ids())
+            .await
+            .expect("call")
+            .expect("ids")
+            .len()
+    };
+    assert_eq!(
+        synced(store.clone()).await,
+        0,
+        "nothing marked while writes fail"
+    );
+    // Space returns: the engine recovers by itself, nothing lost.
+    store
+        .call(|s| s.fail_writes_for_tests(false))
+        .await
+        .expect("call")
+        .expect("fault off");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while synced(store.clone()).await < 30 {
+        assert!(std::time::Instant::now() < deadline, "did not recover");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(r.twin.stored_ids().len(), 30);
+    assert!(
+        metrics.local_error().is_none(),
+        "the error clears on recovery"
+    );
+    stop.cancel();
+    task.await.expect("join").expect("clean stop");
+}
